@@ -1,0 +1,1 @@
+"""jaxface: reproducible JAX/Flax training recipes."""
