@@ -1,0 +1,96 @@
+"""Deterministic batches from a random-access source (a `tfds.data_source`, or arrays in memory).
+
+The example order is a pure function of (seed, step): the global batch of step s holds positions
+[s*B, (s+1)*B) of an endless sequence of epochs, each epoch a permutation seeded by (seed, epoch).
+Each process reads only its contiguous slice of that global batch. Resuming at step s therefore needs
+no iterator state, and the same global batch is seen whatever the number of processes or devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+class ArraySource:
+    """Examples held in memory: {name: array [N, ...]} with random access by index lists."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        lengths = {k: len(v) for k, v in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"all arrays need the same first dimension, got {lengths}")
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self._n = next(iter(lengths.values()))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def gather(self, indices: np.ndarray) -> Batch:
+        return {k: v[indices] for k, v in self.arrays.items()}
+
+
+def gather(source: Any, indices: np.ndarray) -> Batch:
+    """Stacks the examples at `indices` of an `ArraySource` or a tfds data source into a batch."""
+    if isinstance(source, ArraySource):
+        return source.gather(indices)
+    getitems = getattr(source, "__getitems__", None)
+    examples = getitems(indices.tolist()) if getitems else [source[int(i)] for i in indices]
+    return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class ShuffledBatches:
+    """A `BatchSource` (see `jaxface.train.stages`): shuffled, endless, deterministic batches.
+
+    transform: optional fn(batch) -> batch applied to each process's slice (e.g. target encoding);
+    it must be deterministic.
+    """
+
+    def __init__(self, source: Any, *, global_batch_size: int, seed: int,
+                 transform: Callable[[Batch], Batch] | None = None):
+        if global_batch_size <= 0:
+            raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
+        if len(source) == 0:
+            raise ValueError("the training source is empty")
+        self.source, self.global_batch_size, self.seed = source, global_batch_size, seed
+        self.transform = transform
+        self._cached_epoch: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
+            self._cached_epoch = (epoch, epoch_permutation(self.seed, epoch, len(self.source)))
+        return self._cached_epoch[1]
+
+    def indices(self, step: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
+        """Source indices of this process's slice of the global batch at `step`."""
+        if self.global_batch_size % process_count:
+            raise ValueError(f"batch size {self.global_batch_size} is not divisible by {process_count} processes")
+        per_process = self.global_batch_size // process_count
+        first = step * self.global_batch_size + process_index * per_process
+        positions = np.arange(first, first + per_process)
+        n = len(self.source)
+        epochs, offsets = np.divmod(positions, n)
+        return np.array([self._order(int(e))[o] for e, o in zip(epochs, offsets)])
+
+    def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> Batch:
+        batch = gather(self.source, self.indices(step, process_index, process_count))
+        return self.transform(batch) if self.transform else batch
+
+
+def ordered_batches(source: Any, batch_size: int, transform: Callable[[Batch], Batch] | None = None,
+                    limit: int | None = None) -> Iterator[tuple[Batch, int]]:
+    """The source in order, in batches of exactly `batch_size` (the last one padded by repeating its
+    final example, so a jitted predict compiles once). Yields (batch, number of real examples)."""
+    n = len(source) if limit is None else min(limit, len(source))
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, min(start + batch_size, n))
+        valid = len(idx)
+        idx = np.concatenate([idx, np.full(batch_size - valid, idx[-1])])
+        batch = gather(source, idx)
+        yield (transform(batch) if transform else batch), valid

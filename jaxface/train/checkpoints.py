@@ -1,0 +1,116 @@
+"""Per-stage orbax checkpoints: periodic asynchronous saves, a 'done' marker, fallback on corruption."""
+
+from __future__ import annotations
+
+import json
+import logging as py_logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+DONE_FILE = "DONE.json"
+
+
+def is_done(directory: str) -> bool:
+    """A stage is finished when its DONE marker exists (written only after its final checkpoint)."""
+    return os.path.exists(os.path.join(directory, DONE_FILE))
+
+
+class _DropOrbaxInfo(py_logging.Filter):
+    """Orbax logs dozens of INFO lines per save; keep its warnings and errors only."""
+
+    def filter(self, record):
+        return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax() -> None:
+    for handler in py_logging.getLogger("absl").handlers + py_logging.getLogger().handlers:
+        if not any(isinstance(f, _DropOrbaxInfo) for f in handler.filters):
+            handler.addFilter(_DropOrbaxInfo())
+    py_logging.getLogger("absl").addFilter(_DropOrbaxInfo())
+
+
+def _state_payload(state) -> dict:
+    """What is saved: everything but the optimizers themselves (static, rebuilt from the config)."""
+    return dict(step=state.step, params=state.params, batch_stats=state.batch_stats, opt_state=state.opt_state,
+                rng=state.rng)
+
+
+class StageCheckpoints:
+    """Checkpoints of one stage under `directory` (absolute; orbax writes from a background thread)."""
+
+    def __init__(self, directory: str, *, save_every_steps: int, keep: int):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, save_interval_steps=save_every_steps, enable_async_checkpointing=True,
+                create=True),
+        )
+
+    # --- finished stages -------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return is_done(self.directory)
+
+    def mark_done(self, summary: dict) -> None:
+        """Written after the final save is on disk, so 'done' always has a checkpoint behind it."""
+        self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            tmp = os.path.join(self.directory, DONE_FILE + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(summary, f, indent=1)
+            os.replace(tmp, os.path.join(self.directory, DONE_FILE))
+
+    # --- save / restore --------------------------------------------------------------------------
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, state, *, force: bool = False) -> bool:
+        step = int(jax.device_get(state.step))
+        if step in self._manager.all_steps():
+            return False
+        return self._manager.save(step, args=ocp.args.StandardSave(_state_payload(state)), force=force)
+
+    def restore_latest(self, state):
+        """Restores the newest readable checkpoint into `state`'s structure and shardings.
+
+        A newest checkpoint that cannot be read (truncated by a crash, corrupted) is skipped with a
+        warning and the one before it is used. Returns `state` itself when there is none.
+        """
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                              _state_payload(state))
+        for step in reversed(self.all_steps()):
+            try:
+                payload = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+            except Exception as e:  # orbax raises many types for unreadable data
+                logging.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
+                                self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+                continue
+            logging.info("resumed %s from step %d", self.directory, step)
+            return state.replace(**payload)
+        return state
+
+    def restore_variables(self, exported: list[str] | None) -> dict[str, dict]:
+        """{model: {'params', 'batch_stats'?}} of the newest checkpoint, as host arrays, without optimizer state."""
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        payload = self._manager.restore(steps[-1], args=ocp.args.StandardRestore())
+        names = exported if exported is not None else list(payload["params"])
+        out = {}
+        for name in names:
+            out[name] = {"params": payload["params"][name]}
+            if payload["batch_stats"].get(name):
+                out[name]["batch_stats"] = payload["batch_stats"][name]
+        return out
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

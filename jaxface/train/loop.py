@@ -1,0 +1,245 @@
+"""The training loop, written once for every recipe.
+
+`run_stages` trains a recipe's stages in order. Per stage it builds the state, resumes from the
+stage's newest checkpoint, runs the mapped step function over deterministic batches, logs, checks
+for NaN/Inf, checkpoints, and marks the stage done. A finished stage is skipped on rerun; later
+stages read finished stages' exported models through `load(stage_name)`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+import zlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jaxface.train import devices
+from jaxface.train.checkpoints import StageCheckpoints, is_done, quiet_orbax
+from jaxface.train.stages import Stage
+from jaxface.train.state import TrainState
+from jaxface.train.writers import MetricWriter, Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """How the core runs stages (from the config's `train` section)."""
+
+    seed: int = 0
+    checkpoint_every_steps: int = 200
+    keep_checkpoints: int = 2
+    log_every_seconds: float = 10.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A metric became NaN or Inf; the run stops before anything poisoned is saved."""
+
+
+class Preempted(SystemExit):
+    """SIGTERM arrived; the current step was checkpointed and the run exits cleanly (code 0 is not
+    used, so schedulers see the job as interrupted and restart it)."""
+
+    def __init__(self, stage: str, step: int):
+        super().__init__(143)
+        self.stage, self.step = stage, step
+
+    def __str__(self):
+        return f"preempted (SIGTERM) in stage {self.stage} at step {self.step}: checkpoint written, rerun to resume"
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class StageStore:
+    """Gives later stages the exported models of finished stages (read-only, cached)."""
+
+    def __init__(self, workdir: str, stages: Sequence[Stage]):
+        self.workdir = workdir
+        self._stages = {s.name: s for s in stages}
+        self._cache: dict[str, dict] = {}
+
+    def checkpoint_dir(self, name: str) -> str:
+        return os.path.join(os.path.abspath(self.workdir), "checkpoints", name)
+
+    def load(self, name: str) -> dict:
+        if name not in self._stages:
+            raise KeyError(f"unknown stage {name!r}; stages are {list(self._stages)}")
+        if name not in self._cache:
+            if not is_done(self.checkpoint_dir(name)):
+                raise RuntimeError(f"stage {name!r} is not finished; a stage can only load earlier stages")
+            ckpt = StageCheckpoints(self.checkpoint_dir(name), save_every_steps=1, keep=1)
+            export = self._stages[name].export
+            self._cache[name] = ckpt.restore_variables(list(export) if export is not None else None)
+            ckpt.close()
+        return self._cache[name]
+
+
+def _stage_key(seed: int, name: str) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+class _Prefetcher:
+    """Reads and shards the batches of the next steps in a background thread, in step order."""
+
+    def __init__(self, source, mesh, steps: range, depth: int = 2):
+        self._source, self._mesh = source, mesh
+        self._steps = iter(steps)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._queue = [self._submit() for _ in range(depth)]
+
+    def _submit(self):
+        step = next(self._steps, None)
+        if step is None:
+            return None
+        return self._pool.submit(self._load, step)
+
+    def _load(self, step):
+        local = self._source.local_batch(step, jax.process_index(), jax.process_count())
+        return devices.shard_batch(local, self._mesh)
+
+    def next(self):
+        future = self._queue.pop(0)
+        self._queue.append(self._submit())
+        return future.result()
+
+    def close(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, options: LoopOptions,
+                sigterm: _SigtermFlag) -> dict:
+    """Trains one stage to its end (resuming if it has checkpoints). Returns its summary."""
+    ckpt = StageCheckpoints(store.checkpoint_dir(stage.name), save_every_steps=options.checkpoint_every_steps,
+                            keep=options.keep_checkpoints)
+    try:
+        key = _stage_key(options.seed, stage.name)
+        init_key, state_key = jax.random.split(key)
+        variables = stage.init(init_key, store.load)
+        state = TrainState.create(variables=variables, tx=stage.optimizers, rng=state_key)
+        state = devices.replicate(state, mesh)
+        state = ckpt.restore_latest(state)
+        frozen = devices.replicate(stage.frozen(store.load), mesh)
+        data = stage.resolve_data(store.load)
+        devices.local_batch_size(data.global_batch_size, mesh)  # fails early on an indivisible batch
+        step_fn = devices.compile_step(stage.step, mesh)
+        sync_each_step = devices.needs_step_sync(mesh)
+
+        start = int(jax.device_get(state.step))
+        if start:
+            logging.info("[%s] resuming at step %d of %d", stage.name, start, stage.num_steps)
+        progress = Progress(stage.num_steps, start, data.global_batch_size)
+        pending: list[tuple[int, dict]] = []  # metrics still on device, fetched in groups
+        last: dict[str, float] = {}
+
+        def flush():
+            nonlocal last
+            if not pending:
+                return
+            rows = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
+            pending.clear()
+            for s, m in rows:
+                for k, v in m.items():
+                    if not math.isfinite(v):
+                        raise NonFiniteLossError(f"stage {stage.name}: metric {k!r} is {v} at step {s}; "
+                                                 f"the newest checkpoint before it is kept")
+            writer.write(stage.name, rows)
+            last = rows[-1][1]
+
+        def save(force: bool):
+            flush()
+            if not bool(_all_finite(state.params)):
+                raise NonFiniteLossError(f"stage {stage.name}: parameters are not finite at step "
+                                         f"{int(jax.device_get(state.step))}; not saving them")
+            ckpt.save(state, force=force)
+
+        prefetch = _Prefetcher(data, mesh, range(start, stage.num_steps))
+        try:
+            for step in range(start, stage.num_steps):
+                batch = prefetch.next()
+                state, metrics = step_fn(state, frozen, batch)
+                if sync_each_step:
+                    jax.block_until_ready(state)
+                pending.append((step + 1, metrics))
+                done = step + 1
+                if step == start:  # first step compiles; measure speed from here on
+                    flush()
+                    progress.restart_clock(done)
+                if sigterm.raised:
+                    save(force=True)
+                    ckpt.wait()
+                    raise Preempted(stage.name, done)
+                if done % options.checkpoint_every_steps == 0:
+                    save(force=False)
+                if progress.due(options.log_every_seconds) or done == stage.num_steps:
+                    flush()
+                    if jax.process_index() == 0:
+                        logging.info(progress.line(stage.name, done, last))
+        finally:
+            prefetch.close()
+        save(force=True)
+        summary = {"stage": stage.name, "steps": stage.num_steps, "final_metrics": last}
+        ckpt.mark_done(summary)
+        return summary
+    finally:
+        ckpt.close()
+
+
+def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = LoopOptions(), mesh=None,
+               only: Sequence[str] | None = None) -> StageStore:
+    """Trains every stage in order (skipping finished ones) and returns the store of their results.
+
+    only: if given, stop after these stages (names must exist); earlier unfinished stages still run.
+    """
+    quiet_orbax()
+    mesh = devices.make_mesh() if mesh is None else mesh
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must be unique, got {names}")
+    store = StageStore(workdir, stages)
+    writer = MetricWriter(workdir)
+    last_needed = max(names.index(n) for n in only) if only else len(stages) - 1
+    try:
+        with _SigtermFlag() as sigterm:
+            for stage in stages[: last_needed + 1]:
+                if is_done(store.checkpoint_dir(stage.name)):
+                    logging.info("[%s] finished earlier: skipped", stage.name)
+                    continue
+                t0 = time.perf_counter()
+                logging.info("[%s] training %d steps on %s", stage.name, stage.num_steps, devices.describe(mesh))
+                train_stage(stage, store, writer, mesh, options, sigterm)
+                logging.info("[%s] done in %.1f s", stage.name, time.perf_counter() - t0)
+    finally:
+        writer.close()
+    return store

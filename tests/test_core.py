@@ -1,0 +1,136 @@
+"""The training core's guarantees, on a two-model toy recipe (tests/toy_recipe.py)."""
+
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from jaxface.data.pipeline import ShuffledBatches
+from jaxface.train import devices, loop, writers
+from tests.toy_recipe import toy_data, toy_stages
+
+OPTIONS = loop.LoopOptions(seed=0, checkpoint_every_steps=4, keep_checkpoints=3, log_every_seconds=60)
+
+
+def losses(workdir):
+    return {stage: [rec["loss"] for _, rec in sorted(steps.items())]
+            for stage, steps in writers.read_metrics(workdir).items()}
+
+
+def run(workdir, n_devices=8, stages=None, options=OPTIONS):
+    mesh = devices.make_mesh(jax.devices()[:n_devices])
+    return loop.run_stages(stages or toy_stages(), workdir=str(workdir), mesh=mesh, options=options)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 8-device run, shared by the comparisons below."""
+    workdir = tmp_path_factory.mktemp("reference")
+    store = run(workdir)
+    return workdir, store
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptingBatches(ShuffledBatches):
+    """Raises (or sends a signal) once, when the loop asks for the batch of `at_step`."""
+
+    def __init__(self, at_step, action="raise"):
+        super().__init__(toy_data(), global_batch_size=16, seed=0)
+        self.at_step, self.action, self.fired = at_step, action, False
+
+    def local_batch(self, step, process_index=0, process_count=1):
+        if step == self.at_step and not self.fired:
+            self.fired = True
+            if self.action == "raise":
+                raise Interrupt(f"stopped at {step}")
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().local_batch(step, process_index, process_count)
+
+
+def test_two_models_train_jointly_and_teacher_stays_frozen(reference):
+    workdir, store = reference
+    joint = store.load("joint")
+    assert set(joint) == {"enc", "dec"} and "batch_stats" in joint["enc"]
+    # each model moved away from its initialisation, under its own optimizer
+    init = toy_stages()[0].init(jax.random.key(0), store.load)
+    for name in ("enc", "dec"):
+        moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                             joint[name]["params"], init[name]["params"])
+        assert max(jax.tree.leaves(moved)) > 1e-3
+    # the student stage saved only its own model: frozen teachers are not re-saved
+    student = store.load("student")
+    assert set(student) == {"student"}
+    assert len(losses(workdir)["student"]) == 6
+
+
+def test_one_device_and_eight_devices_give_the_same_losses(reference, tmp_path):
+    workdir, _ = reference
+    run(tmp_path, n_devices=1)
+    one, eight = losses(tmp_path), losses(workdir)
+    for stage in ("joint", "student"):
+        np.testing.assert_allclose(one[stage], eight[stage], rtol=2e-5)
+
+
+def test_stop_and_resume_gives_bit_identical_losses(reference, tmp_path):
+    workdir, _ = reference
+    data = InterruptingBatches(at_step=7)
+    with pytest.raises(Interrupt):
+        run(tmp_path, stages=toy_stages(data=data))
+    assert losses(tmp_path)["joint"][:4] == losses(workdir)["joint"][:4]
+    run(tmp_path, stages=toy_stages(data=data))  # resumes from the step-4 checkpoint
+    assert losses(tmp_path) == losses(workdir)
+
+
+def test_finished_stages_are_skipped_on_rerun(reference):
+    workdir, _ = reference
+    lines = open(os.path.join(workdir, "metrics.jsonl")).read()
+    run(workdir)
+    assert open(os.path.join(workdir, "metrics.jsonl")).read() == lines
+
+
+def test_sigterm_checkpoints_the_current_step_and_rerun_continues(reference, tmp_path):
+    workdir, _ = reference
+    data = InterruptingBatches(at_step=6, action="sigterm")
+    with pytest.raises(loop.Preempted) as err:
+        run(tmp_path, stages=toy_stages(data=data))
+    assert "joint" in str(err.value)
+    saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints" / "joint") if d.isdigit())
+    assert saved[-1] >= 5  # the step in flight when the signal came, not only the periodic step 4
+    run(tmp_path, stages=toy_stages(data=data))
+    assert losses(tmp_path) == losses(workdir)
+
+
+def test_nan_stops_the_run_naming_stage_step_and_metric(tmp_path):
+    stages = toy_stages()
+    good_step = stages[0].step
+
+    def poisoned_step(state, frozen, batch, rng):
+        state, metrics = good_step(state, frozen, batch, rng)
+        poison = jax.numpy.where(state.step >= 6, jax.numpy.nan, 0.0)
+        return state, {**metrics, "loss": metrics["loss"] + poison}
+
+    import dataclasses
+    stages[0] = dataclasses.replace(stages[0], step=poisoned_step)
+    with pytest.raises(loop.NonFiniteLossError, match=r"stage joint: metric 'loss' is nan at step 6"):
+        run(tmp_path, stages=stages)
+    saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints" / "joint") if d.isdigit())
+    assert saved == [4]  # nothing saved after the poisoned step
+
+
+def test_corrupted_newest_checkpoint_falls_back_to_previous(reference, tmp_path):
+    workdir, _ = reference
+    data = InterruptingBatches(at_step=10)
+    with pytest.raises(Interrupt):
+        run(tmp_path, stages=toy_stages(data=data))
+    ckpt_dir = tmp_path / "checkpoints" / "joint"
+    assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == [4, 8]
+    for root, _, files in os.walk(ckpt_dir / "8"):
+        for f in files:  # truncate every file of the newest checkpoint
+            open(os.path.join(root, f), "wb").close()
+    run(tmp_path, stages=toy_stages(data=data))
+    assert losses(tmp_path) == losses(workdir)
