@@ -8,6 +8,7 @@ no iterator state, and the same global batch is seen whatever the number of proc
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -94,3 +95,10 @@ def ordered_batches(source: Any, batch_size: int, transform: Callable[[Batch], B
         idx = np.concatenate([idx, np.full(batch_size - valid, idx[-1])])
         batch = gather(source, idx)
         yield (transform(batch) if transform else batch), valid
+
+
+def resolve_data_dir(configured: str = "") -> str:
+    """Where TFDS data sets are prepared and read: the config's value, else $JAXFACE_DATA_DIR,
+    else ~/.cache/jaxface/tfds (absolute)."""
+    path = configured or os.environ.get("JAXFACE_DATA_DIR") or os.path.join("~", ".cache", "jaxface", "tfds")
+    return os.path.abspath(os.path.expanduser(path))

@@ -1,0 +1,86 @@
+r"""Two-teacher detector distillation (seed 003) on the offline synthetic hand-gesture set.
+
+  python -m experiments.run --config=configs/distill.py --workdir=runs/distill          # ~10 min, 2-core CPU
+  python -m experiments.run --config=configs/distill.py:smoke --workdir=/tmp/distill    # < 1 min, used by tests
+  python -m experiments.run --config=configs/distill.py:lr128 --workdir=runs/distill128  # accelerators
+
+Stages: teacher_big (4x the student's parameters, same 64x64 input), teacher_hr (the 2x larger
+128x128 image, early strides 2x larger), student alone, then the student distilled from the big
+teacher, from the high-resolution teacher, and from both (feature + head terms). Expected result
+(results.md): student_kd_both has a higher mAP@0.5 than the student alone.
+"""
+
+import ml_collections
+
+# Embedded CPU defaults; the accelerator variant scales widths, input size and steps.
+STUDENT = dict(widths=(16, 32, 64), stem_stride=2, blocks_per_level=1, head_width=32)
+TEACHER_BIG = dict(widths=(32, 64, 128), stem_stride=2, blocks_per_level=2, head_width=64)
+TEACHER_HR = dict(widths=(24, 48, 96), stem_stride=4, blocks_per_level=1, head_width=48)
+
+
+def get_config(arg: str = "default") -> ml_collections.ConfigDict:
+    variants = ("default", "smoke", "lr128")
+    if arg not in variants:
+        raise ValueError(f"unknown variant {arg!r} of configs/distill.py; allowed: {', '.join(variants)}")
+    c = ml_collections.ConfigDict()
+    c.recipe = "distill"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic_gestures"
+    c.data.builder_config = "lr64"    # 64x64 student input, 128x128 high-resolution input
+    c.data.data_dir = ""              # '' = $JAXFACE_DATA_DIR or ~/.cache/jaxface/tfds; prepared on first use
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.resolution_factor = 2      # L: the high-resolution image is L times larger per side
+
+    c.models = ml_collections.ConfigDict()
+    c.models.student = dict(STUDENT)
+    c.models.teacher_big = dict(TEACHER_BIG)
+    c.models.teacher_hr = dict(TEACHER_HR)
+    c.models.compute_dtype = "float32"  # 'bfloat16' on GPU/TPU
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64
+    c.train.learning_rate = 2e-3
+    c.train.weight_decay = 1e-4
+    c.train.warmup_steps = 50
+    c.train.checkpoint_every_steps = 200
+    c.train.keep_checkpoints = 2
+    c.train.log_every_seconds = 10.0
+    c.train.steps = ml_collections.ConfigDict(dict(
+        teacher_big=800, teacher_hr=800, student=800, student_kd_big=800, student_kd_hr=800, student_kd_both=800))
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.wh_weight = 0.1
+    c.loss.offset_weight = 1.0
+    # Distillation terms per teacher (claims 2-7): feature maps of the N levels and the M head maps.
+    c.loss.feature_weight_big = 1.0
+    c.loss.head_weight_big = 1.0
+    c.loss.feature_weight_hr = 1.0
+    c.loss.head_weight_hr = 1.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.top_k = 20
+    c.eval.score_threshold = 0.3   # only for drawing boxes; mAP uses every detection
+    c.eval.num_examples = -1       # -1 = the whole split
+
+    if arg == "smoke":
+        c.data.builder_config = "smoke"
+        c.train.batch_size = 16
+        c.train.warmup_steps = 2
+        c.train.checkpoint_every_steps = 5
+        c.train.steps = ml_collections.ConfigDict({k: 6 for k in c.train.steps})
+        c.eval.batch_size = 16
+        c.eval.num_examples = 32
+    elif arg == "lr128":
+        c.data.builder_config = "lr128"
+        c.models.student = dict(STUDENT, widths=(32, 64, 128))
+        c.models.teacher_big = dict(TEACHER_BIG, widths=(64, 128, 256))
+        c.models.teacher_hr = dict(TEACHER_HR, widths=(48, 96, 192))
+        c.models.compute_dtype = "bfloat16"
+        c.train.batch_size = 256
+        c.train.steps = ml_collections.ConfigDict({k: 4000 for k in c.train.steps})
+        c.eval.batch_size = 256
+    return c

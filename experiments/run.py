@@ -1,0 +1,58 @@
+r"""Trains and evaluates a recipe from a config file.
+
+  python -m experiments.run --config=configs/distill.py --workdir=runs/distill
+  python -m experiments.run --config=configs/distill.py:smoke --workdir=/tmp/smoke --config.train.batch_size=32
+
+Multi-host: on Cloud TPU VMs set JAXFACE_DISTRIBUTED=1 (JAX finds its peers); on a GPU cluster pass
+--coordinator_address=host:port --num_processes=N --process_id=i (see README).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file, optionally `path.py:variant`.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.", required=True)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host GPU clusters).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with --coordinator_address).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import jax
+
+    from jaxface.recipes import get_recipe
+    from jaxface.train import devices
+
+    config = _CONFIG.value
+    workdir = os.path.abspath(_WORKDIR.value)
+    try:
+        recipe = get_recipe(config.recipe)
+        recipe.validate_config(config)
+        devices.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        mesh = devices.make_mesh()
+        devices.local_batch_size(config.train.batch_size, mesh)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # A configuration error is one line, and nothing has been written to the workdir.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    logging.info("JAX %s on %s", jax.__version__, devices.describe(mesh))
+    logging.info("config:\n%s", config)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=1))
+    results = recipe.train_and_evaluate(config, workdir, mesh=mesh)
+    if jax.process_index() == 0:
+        print(json.dumps(results.get("summary", {}), indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)
