@@ -22,6 +22,22 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with --coordinator_address).")
 
 
+def parse_flags(argv):
+    """absl's parser, with config errors (an unknown key raises AttributeError deep inside
+    ml_collections) turned into one line and exit code 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        # an exception inside get_config arrives with its traceback: keep the first and last lines
+        message = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        message = " ".join(str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").split())
+        message = f"bad config override: {message}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -55,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -161,14 +161,15 @@ def make_kd_step(config, teachers: tuple[str, ...]):
 # --- stages --------------------------------------------------------------------------------------
 def _init_detector(config, name: str, rng) -> dict:
     size = _input_size(config, name)
-    return build_detector(config, name, train=False).init(rng, jnp.zeros((1, size, size, 3), jnp.uint8), train=False)
+    init = jax.jit(functools.partial(build_detector(config, name, train=False).init, train=False))
+    return init(rng, jnp.zeros((1, size, size, 3), jnp.uint8))
 
 
 def make_stages(config, train_source) -> list[Stage]:
     steps = config.train.steps
     keep_hr = ("image", "image_hr")
     # Every student arm starts from the same initial weights and sees the same batches: a controlled comparison.
-    student_key = jax.random.fold_in(jax.random.key(config.seed), 1)
+    student_key = jax.random.fold_in(loop.seed_key(config.seed), 1)
 
     def data(keep):
         transform = functools.partial(_with_targets, output_size=_output_size(config), keep=keep)
