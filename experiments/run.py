@@ -44,7 +44,7 @@ def main(argv):
     import jax
 
     from jaxface.recipes import get_recipe
-    from jaxface.train import devices
+    from jaxface.train import devices, loop
 
     config = _CONFIG.value
     workdir = os.path.abspath(_WORKDIR.value)
@@ -61,11 +61,21 @@ def main(argv):
 
     logging.info("JAX %s on %s", jax.__version__, devices.describe(mesh))
     logging.info("config:\n%s", config)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=1))
-    results = recipe.train_and_evaluate(config, workdir, mesh=mesh)
+    try:
+        with loop.WorkdirLock(workdir):
+            if jax.process_index() == 0:
+                with open(os.path.join(workdir, "config.json"), "w") as f:
+                    f.write(config.to_json_best_effort(indent=1))
+            results = recipe.train_and_evaluate(config, workdir, mesh=mesh)
+    except loop.WorkdirBusyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except loop.NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(4)
+    except loop.Preempted as e:
+        logging.warning("%s", e)
+        raise
     if jax.process_index() == 0:
         print(json.dumps(results.get("summary", {}), indent=1))
 

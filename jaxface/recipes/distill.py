@@ -78,7 +78,7 @@ def _optimizer(config, num_steps: int) -> optax.GradientTransformation:
 # --- data ----------------------------------------------------------------------------------------
 def load_split(config, split: str):
     data_dir = resolve_data_dir(config.data.data_dir)
-    synthetic_gestures.prepare(config.data.builder_config, data_dir)  # no-op when already prepared
+    devices.main_process_first(lambda: synthetic_gestures.prepare(config.data.builder_config, data_dir))
     return synthetic_gestures.data_source(config.data.builder_config, split, data_dir)
 
 

@@ -9,6 +9,7 @@ across processes (each reads only its own slice) and then across that process's 
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
@@ -34,12 +36,24 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
         return
     if explicit and (num_processes is None or process_id is None):
         raise ValueError("--coordinator_address needs --num_processes and --process_id as well")
+    # CPU collectives across processes (tests on one machine, CPU clusters); no effect on GPU/TPU.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
     else:
         jax.distributed.initialize()
     logging.info("joined distributed run: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def main_process_first(fn: Callable[[], Any]) -> Any:
+    """Runs `fn` on process 0, waits for it on all processes, then runs it on the others: for steps
+    such as preparing a data set that must not race on a shared disk (and are no-ops once done)."""
+    if jax.process_count() == 1:
+        return fn()
+    result = fn() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("jaxface: main process first")
+    return result if jax.process_index() == 0 else fn()
 
 
 def make_mesh(devices: Any = None) -> Mesh:
@@ -66,7 +80,10 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
     def put(x):
         if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.device_put(x, sharding)  # typed keys: single-process only needs this path
+            # typed keys travel as their raw uint32 data (device_put cannot target other hosts' devices)
+            data = put(jax.random.key_data(x))
+            return jax.jit(partial(jax.random.wrap_key_data, impl=jax.random.key_impl(x)),
+                           out_shardings=sharding)(data)
         x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import fcntl
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import zlib
@@ -74,6 +76,43 @@ class _SigtermFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+class WorkdirBusyError(RuntimeError):
+    pass
+
+
+class WorkdirLock:
+    """Refuses a second run on the same workdir. An OS file lock, so a crashed or killed run never
+    leaves a stale lock behind. Taken by process 0 only (the one that writes)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._file = None
+
+    def __enter__(self):
+        if jax.process_index() != 0:
+            return self
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            owner = self._file.read().strip() or "another process"
+            self._file.close()
+            raise WorkdirBusyError(f"workdir {os.path.dirname(self.path)} is in use by {owner}; "
+                                   f"wait for it to finish or choose another --workdir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
 
 
 class StageStore:
@@ -222,12 +261,9 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         ckpt.close()
 
 
-def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = LoopOptions(), mesh=None,
-               only: Sequence[str] | None = None) -> StageStore:
-    """Trains every stage in order (skipping finished ones) and returns the store of their results.
-
-    only: if given, stop after these stages (names must exist); earlier unfinished stages still run.
-    """
+def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = LoopOptions(),
+               mesh=None) -> StageStore:
+    """Trains every stage in order (skipping finished ones) and returns the store of their results."""
     quiet_orbax()
     mesh = devices.make_mesh() if mesh is None else mesh
     names = [s.name for s in stages]
@@ -235,10 +271,9 @@ def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = 
         raise ValueError(f"stage names must be unique, got {names}")
     store = StageStore(workdir, stages)
     writer = MetricWriter(workdir)
-    last_needed = max(names.index(n) for n in only) if only else len(stages) - 1
     try:
         with _SigtermFlag() as sigterm:
-            for stage in stages[: last_needed + 1]:
+            for stage in stages:
                 if is_done(store.checkpoint_dir(stage.name)):
                     logging.info("[%s] finished earlier: skipped", stage.name)
                     continue
