@@ -10,3 +10,28 @@ import os
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
                                     "--xla_backend_optimization_level=0"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import pytest  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope="session")
+def gestures_data_dir(tmp_path_factory):
+    """One prepared `synthetic_gestures/smoke` for the whole session."""
+    from jaxface.data import synthetic_gestures
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    synthetic_gestures.prepare("smoke", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def distill_smoke_run(gestures_data_dir, tmp_path_factory):
+    """`configs/distill.py:smoke` trained and evaluated in-process on 8 devices: (workdir, results)."""
+    from configs import distill as distill_config
+    from jaxface.recipes import distill
+
+    config = distill_config.get_config("smoke")
+    config.data.data_dir = gestures_data_dir
+    workdir = tmp_path_factory.mktemp("distill_smoke")
+    return workdir, distill.train_and_evaluate(config, str(workdir))

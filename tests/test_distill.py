@@ -7,21 +7,12 @@ import sys
 
 import pytest
 
-from configs import distill as distill_config
-from jaxface.recipes import distill
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
-
-
-def test_smoke_config_trains_all_stages_and_writes_results(data_dir, tmp_path):
-    config = distill_config.get_config("smoke")
-    config.data.data_dir = data_dir
-    results = distill.train_and_evaluate(config, str(tmp_path))
+def test_smoke_config_trains_all_stages_and_writes_results(distill_smoke_run):
+    tmp_path, results = distill_smoke_run
     saved = json.load(open(tmp_path / "results.json"))
     assert [r["stage"] for r in saved["rows"]] == [
         "teacher_big", "teacher_hr", "student", "student_kd_big", "student_kd_hr", "student_kd_both"]
