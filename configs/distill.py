@@ -63,6 +63,9 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.loss.head_weight_big = 1.0
     c.loss.feature_weight_hr = 1.0
     c.loss.head_weight_hr = 1.0
+    # Inside the head term: weight of the heatmap MSE (a mean over all h*w*C cells, so it needs a large
+    # weight to matter next to the wh/offset L1 at the few object centres).
+    c.loss.kd_heatmap_weight = 1.0
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64

@@ -134,3 +134,12 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(reference, tmp_path)
             open(os.path.join(root, f), "wb").close()
     run(tmp_path, stages=toy_stages(data=data))
     assert losses(tmp_path) == losses(workdir)
+
+
+def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
+    with loop.WorkdirLock(str(tmp_path)):
+        with pytest.raises(loop.WorkdirBusyError, match=r"is in use by pid \d+"):
+            with loop.WorkdirLock(str(tmp_path)):
+                pass
+    with loop.WorkdirLock(str(tmp_path)):  # released: usable again
+        pass

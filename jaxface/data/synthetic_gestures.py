@@ -533,6 +533,7 @@ def prepare(config_name: str = 'lr64', data_dir: str | None = None) -> Synthetic
     when already prepared) and returns the builder."""
     _check_config_name(config_name)
     builder = SyntheticGestures(config=config_name, data_dir=data_dir)
+    tfds.disable_progress_bar()  # progress bars flood training logs
     builder.download_and_prepare(file_format='array_record')
     return builder
 

@@ -146,6 +146,7 @@ def make_kd_step(config, teachers: tuple[str, ...]):
                 adapted = adapters[t].apply({"params": params[f"adapter_{t}"]}, out["features"])
                 feat = feature_distillation_loss(adapted, teacher_out[t]["features"])
                 head, _ = head_distillation_loss(out["heads"], teacher_out[t]["heads"], batch["mask"],
+                                                 heatmap_weight=config.loss.kd_heatmap_weight,
                                                  wh_weight=config.loss.wh_weight,
                                                  offset_weight=config.loss.offset_weight)
                 total += config.loss[f"feature_weight_{t}"] * feat + config.loss[f"head_weight_{t}"] * head
