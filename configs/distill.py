@@ -59,12 +59,13 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.loss.wh_weight = 0.1
     c.loss.offset_weight = 1.0
     # Distillation terms per teacher (claims 2-7): feature maps of the N levels and the M head maps.
-    c.loss.feature_weight_big = 1.0
+    # Chosen on the validation split (student_kd_both mAP@0.5): feature weight 0.1 beat 1.0 (0.166 vs 0.143).
+    c.loss.feature_weight_big = 0.1
     c.loss.head_weight_big = 1.0
-    c.loss.feature_weight_hr = 1.0
+    c.loss.feature_weight_hr = 0.1
     c.loss.head_weight_hr = 1.0
-    # Inside the head term: weight of the heatmap MSE (a mean over all h*w*C cells, so it needs a large
-    # weight to matter next to the wh/offset L1 at the few object centres).
+    # Inside the head term: weight of the heatmap term (squared error summed over cells per object;
+    # 1.0 beat 3.0 on validation: 0.166 vs 0.155).
     c.loss.kd_heatmap_weight = 1.0
 
     c.eval = ml_collections.ConfigDict()

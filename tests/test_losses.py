@@ -296,7 +296,7 @@ def test_head_distillation_known_values():
         + (_sigmoid(1.0) - _sigmoid(0.0)) ** 2
         + (_sigmoid(-1.0) - _sigmoid(1.0)) ** 2
         + (_sigmoid(2.0) - _sigmoid(2.0)) ** 2
-    ) / 4
+    ) / 2  # summed over cells, divided by the 2 object centres
     wh = ((1 + 2) + (3 + 4)) / (2 + 1e-4)
     offset = ((0.5 + 0.5) + (0.25 + 0.25)) / (2 + 1e-4)
     total, terms = head_jit(

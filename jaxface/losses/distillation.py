@@ -114,14 +114,16 @@ def head_distillation_loss(
       teacher_heads: the same keys and shapes; gradient is stopped.
       center_mask: [B, H, W] (or [B, H, W, 1]), 1 at ground-truth object centres.
 
-      heatmap = mean_{b,y,x,c} (sigmoid(student.heatmap) - sigmoid(teacher.heatmap))^2
+      heatmap = sum_{b,y,x,c} (sigmoid(student.heatmap) - sigmoid(teacher.heatmap))^2 / max(sum(center_mask), 1)
       wh      = masked_l1_loss(student.wh, teacher.wh, center_mask)
       offset  = masked_l1_loss(student.offset, teacher.offset, center_mask)
       total   = heatmap_weight * heatmap + wh_weight * wh + offset_weight * offset
 
     The heatmap is matched everywhere (the teacher's soft scores carry information off the
-    centres); size and offset are only meaningful at centres, so they are masked like
-    the ground-truth regression losses (K channels summed, divided by the number of centres).
+    centres) and, like CenterNet's focal loss, normalised by the number of objects rather than the
+    number of cells, so its scale does not shrink with the map size and weights near 1 are
+    meaningful. Size and offset are only meaningful at centres, so they are masked like the
+    ground-truth regression losses (K channels summed, divided by the number of centres).
 
     Returns:
       (total scalar, {'heatmap', 'wh', 'offset'} unweighted scalar terms).
@@ -138,7 +140,8 @@ def head_distillation_loss(
     student_scores = jax.nn.sigmoid(jnp.asarray(student_heads["heatmap"], jnp.float32))
     teacher_scores = jax.nn.sigmoid(jnp.asarray(teacher["heatmap"], jnp.float32))
     terms = {
-        "heatmap": jnp.mean((student_scores - teacher_scores) ** 2),
+        "heatmap": jnp.sum((student_scores - teacher_scores) ** 2)
+        / jnp.maximum(jnp.sum(jnp.asarray(center_mask, jnp.float32)), 1.0),
         "wh": masked_l1_loss(student_heads["wh"], teacher["wh"], center_mask),
         "offset": masked_l1_loss(student_heads["offset"], teacher["offset"], center_mask),
     }

@@ -242,9 +242,11 @@ def evaluate(config, store, test_source, mesh, workdir: str) -> dict:
 
 def _plots(config, workdir: str, detections: dict) -> None:
     metrics = writers.read_metrics(workdir)
+    # The detection (task) loss is comparable across stages; distillation stages log it as 'task'.
     plots.save_curves(os.path.join(workdir, "loss_curves.png"),
-                      {stage: (sorted(m), [m[s]["loss"] for s in sorted(m)]) for stage, m in metrics.items()},
-                      title="training loss per stage", ylabel="loss", log_y=True)
+                      {stage: (sorted(m), [m[s].get("task", m[s]["loss"]) for s in sorted(m)])
+                       for stage, m in metrics.items()},
+                      title="CenterNet task loss per stage (distillation terms excluded)", ylabel="loss", log_y=True)
     for stage in ("student", "student_kd_both"):
         p = detections[stage]
         plots.save_detection_grid(

@@ -47,35 +47,47 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Preempted(SystemExit):
-    """SIGTERM arrived; the current step was checkpointed and the run exits cleanly (code 0 is not
-    used, so schedulers see the job as interrupted and restart it)."""
+    """SIGTERM (or Ctrl-C) arrived; the current step was checkpointed and the run exits with 128 +
+    the signal number, so schedulers see the job as interrupted and restart it."""
 
-    def __init__(self, stage: str, step: int):
-        super().__init__(143)
-        self.stage, self.step = stage, step
+    def __init__(self, stage: str, step: int, signum: int = signal.SIGTERM):
+        super().__init__(128 + signum)
+        self.stage, self.step, self.signame = stage, step, signal.Signals(signum).name
 
     def __str__(self):
-        return f"preempted (SIGTERM) in stage {self.stage} at step {self.step}: checkpoint written, rerun to resume"
+        return (f"interrupted ({self.signame}) in stage {self.stage} at step {self.step}: "
+                f"checkpoint written, rerun the same command to resume")
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks between steps (main thread only)."""
+class _StopSignals:
+    """Turns SIGTERM and a first Ctrl-C into a flag the loop checks between steps, so the step in
+    flight is checkpointed before exiting. A second Ctrl-C aborts at once. Main thread only."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.raised = False
-        self._previous = None
+        self.received: int | None = None
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
+    @property
+    def raised(self) -> bool:
+        return self.received is not None
+
     def _handle(self, signum, frame):
-        self.raised = True
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        logging.warning("%s received: checkpointing the current step, then exiting%s", signal.Signals(signum).name,
+                        " (Ctrl-C again aborts without saving)" if signum == signal.SIGINT else "")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 class WorkdirBusyError(RuntimeError):
@@ -184,7 +196,7 @@ class _Prefetcher:
 
 
 def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, options: LoopOptions,
-                sigterm: _SigtermFlag) -> dict:
+                stop: _StopSignals) -> dict:
     """Trains one stage to its end (resuming if it has checkpoints). Returns its summary."""
     ckpt = StageCheckpoints(store.checkpoint_dir(stage.name), save_every_steps=options.checkpoint_every_steps,
                             keep=options.keep_checkpoints)
@@ -241,10 +253,10 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 if step == start:  # first step compiles; measure speed from here on
                     flush()
                     progress.restart_clock(done)
-                if sigterm.raised:
+                if stop.raised:
                     save(force=True)
                     ckpt.wait()
-                    raise Preempted(stage.name, done)
+                    raise Preempted(stage.name, done, stop.received)
                 if done % options.checkpoint_every_steps == 0:
                     save(force=False)
                 if progress.due(options.log_every_seconds) or done == stage.num_steps:
@@ -272,14 +284,14 @@ def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = 
     store = StageStore(workdir, stages)
     writer = MetricWriter(workdir)
     try:
-        with _SigtermFlag() as sigterm:
+        with _StopSignals() as stop:
             for stage in stages:
                 if is_done(store.checkpoint_dir(stage.name)):
                     logging.info("[%s] finished earlier: skipped", stage.name)
                     continue
                 t0 = time.perf_counter()
                 logging.info("[%s] training %d steps on %s", stage.name, stage.num_steps, devices.describe(mesh))
-                train_stage(stage, store, writer, mesh, options, sigterm)
+                train_stage(stage, store, writer, mesh, options, stop)
                 logging.info("[%s] done in %.1f s", stage.name, time.perf_counter() - t0)
     finally:
         writer.close()
