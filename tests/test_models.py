@@ -16,14 +16,33 @@ from jaxface.models import (
 )
 
 NUM_CLASSES = 3
+# Behavioural tests run a tiny network on 16x16 images (compiling the presets would dominate the run time);
+# the presets themselves are checked through jax.eval_shape, which compiles nothing.
+TINY = dict(widths=(4, 8), stem_stride=2, blocks_per_level=1, head_width=4)
+TINY_SIZE = 16
 
 
-def _images(batch, size, seed=0):
+def _images(batch, size=TINY_SIZE, seed=0):
     return jax.random.randint(jax.random.key(seed), (batch, size, size, 3), 0, 256).astype(jnp.uint8)
 
 
 def _init(model, images):
-    return model.init(jax.random.key(0), images, train=False)
+    # XLA's RngBitGenerator key compiles in a fraction of threefry's time on CPU (threefry init took ~20 s here).
+    return jax.jit(lambda x: model.init(jax.random.key(0, impl="rbg"), x, train=False))(images)
+
+
+TINY_MODEL = CenterNet(num_classes=NUM_CLASSES, **TINY)
+TINY_BF16 = CenterNet(num_classes=NUM_CLASSES, dtype=jnp.bfloat16, **TINY)
+TINY_SYNCED = CenterNet(num_classes=NUM_CLASSES, bn_axis_name="data", **TINY)
+# Jitted once at module level so tests that share an input shape share a compilation.
+_eval = jax.jit(lambda v, x: TINY_MODEL.apply(v, x, train=False))
+_train = jax.jit(lambda v, x: TINY_MODEL.apply(v, x, train=True, mutable=["batch_stats"]))
+
+
+@pytest.fixture(scope="module")
+def tiny_variables():
+    """Initialised variables of TINY_MODEL, shared by the behavioural tests."""
+    return _init(TINY_MODEL, _images(1))
 
 
 def _abstract_variables(model, size):
@@ -84,52 +103,46 @@ def test_param_count_counts_every_scalar():
     assert param_count(jax.eval_shape(lambda: tree)) == 15
 
 
-def test_heatmap_bias_starts_at_prior():
-    model = CenterNet(num_classes=NUM_CLASSES, **STUDENT)
-    bias = _init(model, _images(1, 64))["params"]["head_heatmap_out"]["bias"]
+def test_heatmap_bias_starts_at_prior(tiny_variables):
+    bias = tiny_variables["params"]["head_heatmap_out"]["bias"]
     np.testing.assert_allclose(bias, np.full(NUM_CLASSES, HEATMAP_BIAS_INIT), rtol=1e-6)
     np.testing.assert_allclose(1 / (1 + np.exp(-HEATMAP_BIAS_INIT)), 0.1, rtol=1e-6)
 
 
-def test_uint8_and_unit_float_inputs_agree():
-    model = CenterNet(num_classes=NUM_CLASSES, **STUDENT)
-    images = _images(2, 64)
-    variables = _init(model, images)
-    from_uint8 = model.apply(variables, images, train=False)
-    from_float = model.apply(variables, images.astype(jnp.float32) / 255.0, train=False)
+def test_uint8_and_unit_float_inputs_agree(tiny_variables):
+    images = _images(4)
+    from_uint8 = _eval(tiny_variables, images)
+    from_float = _eval(tiny_variables, images.astype(jnp.float32) / 255.0)
     for a, b in zip(jax.tree.leaves(from_uint8), jax.tree.leaves(from_float)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     # Sanity: the output does depend on the input (a test that could not fail would prove nothing).
-    other = model.apply(variables, _images(2, 64, seed=1), train=False)
+    other = _eval(tiny_variables, _images(4, seed=1))
     assert not np.allclose(other["heads"]["wh"], from_uint8["heads"]["wh"])
 
 
-def test_train_mode_updates_batch_stats():
-    model = CenterNet(num_classes=NUM_CLASSES, **STUDENT)
-    images = _images(4, 64)
-    variables = _init(model, images)
-    _, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-    old, new = variables["batch_stats"], updates["batch_stats"]
+def test_train_mode_updates_batch_stats(tiny_variables):
+    _, updates = _train(tiny_variables, _images(4))
+    old, new = tiny_variables["batch_stats"], updates["batch_stats"]
     assert jax.tree.structure(old) == jax.tree.structure(new)
     changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new))]
     assert all(changed)
-    # Eval mode reads the running statistics and must not ask for a mutable collection.
-    model.apply({"params": variables["params"], "batch_stats": new}, images, train=False)
+    # Momentum 0.9: new running mean = 0.9 * old + 0.1 * batch mean, and the init running mean is 0.
+    stem_mean = new["stem_0"]["bn"]["mean"]
+    assert np.all(np.abs(stem_mean) > 0) and stem_mean.shape == (TINY["widths"][0],)
 
 
-def test_batchnorm_syncs_statistics_over_named_axis():
+def test_batchnorm_syncs_statistics_over_named_axis(tiny_variables):
     """Two 'devices' of 2 images each with bn_axis_name='data' == one device with all 4 images."""
-    images = _images(4, 64)
-    synced = CenterNet(num_classes=NUM_CLASSES, bn_axis_name="data", **STUDENT)
-    local = CenterNet(num_classes=NUM_CLASSES, **STUDENT)
-    variables = _init(local, images)
+    images = _images(4)
+    split_images = images.reshape(2, 2, TINY_SIZE, TINY_SIZE, 3)
 
     def train_apply(model, x):
-        return model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return model.apply(tiny_variables, x, train=True, mutable=["batch_stats"])
 
-    full_out, full_stats = train_apply(local, images)
-    per_device = jax.vmap(lambda x: train_apply(synced, x), axis_name="data")(images.reshape(2, 2, 64, 64, 3))
-    split_out, split_stats = per_device
+    full_out, full_stats = _train(tiny_variables, images)
+    full_stats = full_stats["batch_stats"]
+    split_out, split_stats = jax.jit(jax.vmap(lambda x: train_apply(TINY_SYNCED, x), axis_name="data"))(split_images)
+    split_stats = split_stats["batch_stats"]
     for device in range(2):
         stats = jax.tree.map(lambda s: s[device], split_stats)
         for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(full_stats)):
@@ -141,7 +154,7 @@ def test_batchnorm_syncs_statistics_over_named_axis():
         atol=1e-4,
     )
     # Without the named axis each half normalises with its own statistics, which differ from the full batch.
-    unsynced_out, _ = jax.vmap(lambda x: train_apply(local, x))(images.reshape(2, 2, 64, 64, 3))
+    unsynced_out, _ = jax.jit(jax.vmap(lambda x: train_apply(TINY_MODEL, x)))(split_images)
     assert not np.allclose(
         unsynced_out["heads"]["heatmap"].reshape(full_out["heads"]["heatmap"].shape),
         full_out["heads"]["heatmap"],
@@ -149,29 +162,37 @@ def test_batchnorm_syncs_statistics_over_named_axis():
     )
 
 
-def test_bfloat16_compute_keeps_float32_params_and_outputs():
-    model = CenterNet(num_classes=NUM_CLASSES, dtype=jnp.bfloat16, **STUDENT)
-    images = _images(2, 64)
-    variables = _init(model, images)
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
-    out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(out))
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(updates))
-    reference = CenterNet(num_classes=NUM_CLASSES, **STUDENT).apply(variables, images, train=False)
-    low = model.apply(variables, images, train=False)
+def test_bfloat16_compute_keeps_float32_params_and_outputs(tiny_variables):
+    images = _images(4)
+    abstract = jax.eval_shape(lambda: TINY_BF16.init(jax.random.key(0), images, train=False))
+    assert jax.tree.structure(abstract) == jax.tree.structure(tiny_variables)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(abstract))
+    low, low_updates = jax.jit(
+        lambda v, x: TINY_BF16.apply(v, x, train=True, mutable=["batch_stats"])
+    )(tiny_variables, images)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(low))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(low_updates))
+    # Same weights in float32: bf16 keeps ~3 significant digits, so outputs agree loosely but not exactly.
+    reference, _ = _train(tiny_variables, images)
     np.testing.assert_allclose(low["heads"]["wh"], reference["heads"]["wh"], atol=0.1, rtol=0.1)
+    assert not np.array_equal(low["heads"]["wh"], reference["heads"]["wh"])
 
 
 def test_feature_adapter_maps_student_channels_to_teacher_channels():
-    student = CenterNet(num_classes=1, **STUDENT)
-    images = _images(2, 64)
-    features = student.apply(_init(student, images), images, train=False)["features"]
+    features = _output_shapes(CenterNet(num_classes=1, **STUDENT), 64)["features"]
+    rng = np.random.default_rng(0)
+    features = tuple(jnp.asarray(rng.normal(size=f.shape), jnp.float32) for f in features)
     adapter = FeatureAdapter(channels=TEACHER_BIG["widths"])
-    adapter_vars = adapter.init(jax.random.key(1), features)
-    adapted = adapter.apply(adapter_vars, features)
+    adapter_vars = jax.jit(lambda f: adapter.init(jax.random.key(1, impl="rbg"), f))(features)
+    adapted = jax.jit(adapter.apply)(adapter_vars, features)
     assert isinstance(adapted, tuple)
     assert [a.shape for a in adapted] == [(2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128)]
+    assert all(a.dtype == jnp.float32 for a in adapted)
     assert [adapter_vars["params"][f"level{k}"]["bias"].shape for k in (1, 2, 3)] == [(32,), (64,), (128,)]
+    # A 1x1 conv: each output pixel is kernel^T @ input pixel + bias.
+    level1 = adapter_vars["params"]["level1"]
+    expected = features[0][0, 3, 5] @ level1["kernel"][0, 0] + level1["bias"]
+    np.testing.assert_allclose(adapted[0][0, 3, 5], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="FeatureAdapter got 2 feature maps"):
         adapter.apply(adapter_vars, features[:2])
 

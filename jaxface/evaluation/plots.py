@@ -284,3 +284,53 @@ def save_bar_chart(
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
     return _save(figure, path)
+
+
+def save_captioned_grid(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    captions: Sequence[str],
+    *,
+    max_images: int = 16,
+    title: str | None = None,
+) -> str:
+    """A near-square grid of images, each with a (multi-line) caption below it, e.g. sample faces
+    with their predicted attributes.
+
+    Args:
+      path: output .png file.
+      images: [N, H, W], [N, H, W, 1] or [N, H, W, 3]; uint8, floats in [0, 1], or other floats
+        (min-max rescaled per image).
+      captions: N strings; '\\n' starts a new line.
+      max_images: the first min(N, max_images) images are drawn.
+      title: optional figure title.
+
+    Returns:
+      path as a str.
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(
+            f"images must have shape [N, H, W], [N, H, W, 1] or [N, H, W, 3], got {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images must hold at least one image, got N = 0")
+    if len(captions) != images.shape[0]:
+        raise ValueError(f"captions must hold one string per image ({images.shape[0]}), got {len(captions)}")
+    if max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    count = min(images.shape[0], max_images)
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    lines = max(str(c).count("\n") + 1 for c in captions[:count])
+    caption_inches = 0.14 * lines
+    figure = _new_figure(columns * PANEL_INCHES, rows * (PANEL_INCHES + caption_inches) + (0.4 if title else 0))
+    for index in range(count):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        axis.imshow(_displayable(images[index]), cmap="gray" if images[index].ndim == 2 else None)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel(str(captions[index]), fontsize=6.5, loc="left")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)

@@ -5,6 +5,7 @@ import importlib
 
 RECIPES = {
     "distill": "jaxface.recipes.distill",
+    "multitask": "jaxface.recipes.multitask",
 }
 
 

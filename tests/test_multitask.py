@@ -1,0 +1,183 @@
+"""The multi-task attribute recipe: smoke run end to end, stage-to-stage initialisation, the celeb_a
+mapping on a fake prepared source, and configuration errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import multitask as multitask_config
+from jaxface.data import synthetic_faces as sf
+from jaxface.recipes import multitask
+from jaxface.train import loop
+
+
+@pytest.fixture(scope="module")
+def smoke_config(tmp_path_factory):
+    config = multitask_config.get_config("smoke")
+    config.data.data_dir = str(tmp_path_factory.mktemp("faces_tfds"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_config, tmp_path_factory):
+    """`configs/multitask.py:smoke` trained and evaluated in-process on 8 devices: (workdir, results)."""
+    workdir = tmp_path_factory.mktemp("multitask_smoke")
+    return workdir, multitask.train_and_evaluate(smoke_config, str(workdir))
+
+
+def test_smoke_run_writes_results_for_every_arm(smoke_run):
+    workdir, results = smoke_run
+    saved = json.load(open(workdir / "results.json"))
+    assert [r["arm"] for r in saved["rows"]] == list(multitask.ARMS)
+    rows = {r["arm"]: r for r in saved["rows"]}
+    single, full = rows["single-task (7 models)"], rows["staged + decoupling (full)"]
+    assert single["models"] == 7 and full["models"] == 1
+    for row in saved["rows"]:
+        for head in sf.ATTRIBUTES:
+            column = multitask.metric_column(multitask_config.get_config("smoke"), head)
+            value = row[column]
+            assert (0.0 <= value <= 100.0) if column.endswith("acc %") else value >= 0.0, (row["arm"], column)
+        assert row["images/s"] > 0
+        # only the multi-task arms have a pose head
+        assert ("pose MAE" in row) == (row["arm"] != "single-task (7 models)")
+    assert saved["summary"]["speedup_vs_single_task"] == pytest.approx(full["images/s"] / single["images/s"])
+    assert set(saved["summary"]["gap_full_minus_single"]) == {c for c in saved["columns"][3:-1] if c != "pose MAE"}
+    assert results["summary"] == saved["summary"]
+    for name in ("results.md", "loss_curves.png", "attributes_accuracy.png", "attributes_mae.png", "sample_faces.png"):
+        assert os.path.getsize(workdir / name) > 0, name
+    lines = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert {line["stage"] for line in lines} == set(multitask.stage_models(multitask_config.get_config("smoke")))
+    # stage 1 trains only the independent heads, stage 3 every head
+    stage1 = next(line for line in lines if line["stage"] == "stage1")
+    stage3 = next(line for line in lines if line["stage"] == "stage3")
+    assert set(stage1) - {"stage", "step", "loss"} == set(sf.INDEPENDENT_ATTRIBUTES)
+    assert set(stage3) - {"stage", "step", "loss"} == set(multitask.HEADS)
+
+
+def _flat(tree):
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_each_stage_starts_from_the_previous_one(smoke_config, smoke_run):
+    workdir, _ = smoke_run
+    train = multitask.load_split(smoke_config, "train")
+    stages = {s.name: s for s in multitask.make_stages(smoke_config, train)}
+    store = loop.StageStore(str(workdir), list(stages.values()))
+    stage1, stage2 = store.load("stage1")["net"], store.load("stage2")["net"]
+    key = jax.random.key(0)
+    for name, previous in (("stage2", stage1), ("stage3", stage2), ("stage3_plain", stage2)):
+        start = _flat(stages[name].init(key, store.load)["net"])
+        earlier = _flat(previous)
+        assert set(earlier) < set(start), name  # the grown network has everything and more
+        for path, value in earlier.items():
+            np.testing.assert_array_equal(start[path], value, err_msg=f"{name}: {path}")
+    # stage 2 trained its backbone away from stage 1's values (so the equality above is not vacuous)
+    trained1, trained2 = _flat(stage1), _flat(stage2)
+    assert any(not np.array_equal(trained1[p], trained2[p]) for p in trained1 if "backbone" in p)
+    # the decoupling module starts as the identity: stage 3 computes stage 2's function on its heads
+    images = jnp.asarray(train.arrays["image"][:4])
+    heads2, _ = multitask.stage_models(smoke_config)["stage2"]["net"]
+    heads3, _ = multitask.stage_models(smoke_config)["stage3"]["net"]
+    out2 = multitask.predict_fn(smoke_config, heads2, False)(stage2, {"image": images})
+    out3 = multitask.predict_fn(smoke_config, heads3, True)(stages["stage3"].init(key, store.load)["net"],
+                                                            {"image": images})
+    for head in heads2:
+        np.testing.assert_allclose(out3[head], out2[head], rtol=1e-5, atol=1e-5, err_msg=head)
+
+
+def test_regression_heads_predict_in_label_units(smoke_config):
+    """Regression heads emit label / scale (an O(1) target, so their gradients on the shared trunk match a
+    cross-entropy's); predictions and the loss see them multiplied back into years / score / degrees."""
+    heads = ("gender", "age", "pose")
+    full = multitask.largest_network_variables(smoke_config, loop.seed_key(0))
+    variables = multitask.network_variables(full, heads, False)
+    images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), np.uint8)
+    raw = multitask.build_net(smoke_config, heads, decoupling=False, train=False).apply(variables, images, train=False)
+    out = multitask.predict_fn(smoke_config, heads, False)(variables, {"image": images})
+    np.testing.assert_allclose(out["age"], sf.LABEL_SCALES["age"] * raw["age"], rtol=1e-6)
+    np.testing.assert_allclose(out["pose"], sf.LABEL_SCALES["pose"] * raw["pose"], rtol=1e-6)
+    np.testing.assert_array_equal(out["gender"], raw["gender"])
+    assert np.abs(raw["pose"]).max() > 0  # not a vacuous comparison of zeros
+
+
+class FakeCelebA:
+    """An in-memory stand-in for `tfds.data_source('celeb_a', split)`: celeb_a's feature names and
+    shapes ('image' [218, 178, 3] uint8, 'attributes' {name: bool}, 'landmarks' {name: int})."""
+
+    NAMES = ("Male", "Smiling", "Eyeglasses", "Young", "Attractive", "Blurry", "Wearing_Hat", "Bald")
+
+    def __init__(self, n):
+        rng = np.random.default_rng(0)
+        self.examples = []
+        for i in range(n):
+            image = np.zeros((218, 178, 3), np.uint8)
+            image[:20] = 255  # rows cropped away by the mapping: must not reach the model input
+            image[20:198] = i * 7 % 256
+            self.examples.append({"image": image,
+                                  "attributes": {k: bool(rng.random() < 0.5) for k in self.NAMES},
+                                  "landmarks": {"lefteye_x": 69, "lefteye_y": 109, "nose_x": 89, "nose_y": 130}})
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        return self.examples[index]
+
+
+def test_celeb_a_attributes_map_onto_the_heads_and_missing_heads_are_masked(monkeypatch):
+    fake = {"train": FakeCelebA(20), "test": FakeCelebA(6)}
+    monkeypatch.setattr(multitask, "open_celeb_a", lambda split, data_dir: fake[split])
+    config = multitask_config.get_config("celeb_a")
+    config.data.image_size = 32
+    multitask.validate_config(config)
+    train = multitask.load_split(config, "train", limit=16)
+    arrays = train.arrays
+    assert arrays["image"].shape == (16, 32, 32, 3) and arrays["image"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["image"][3], np.full((32, 32, 3), 3 * 7, np.uint8))  # crop kept faces only
+    for head, attribute in multitask.CELEB_A_LABELS.items():
+        expected = [fake["train"][i]["attributes"][attribute] for i in range(16)]
+        np.testing.assert_array_equal(arrays[head], np.array(expected, np.int32), err_msg=head)
+    known = dict(zip(multitask.HEADS, arrays["known"].T))
+    assert all(known[h].sum() == 0 for h in ("mask", "pose"))
+    assert all(known[h].min() == 1 for h in multitask.CELEB_A_LABELS)
+    # no head is built for what CelebA does not label; age / face value become binary
+    specs = multitask.head_specs(config)
+    assert set(specs) == set(multitask.HEADS) - {"mask", "pose"}
+    assert specs["age"].num_classes == 2 and specs["face_value"].kind == "classification"
+    models = multitask.stage_models(config)
+    assert set(models["single_task"]) == {f"single_{h}" for h in multitask.CELEB_A_LABELS}
+    assert models["stage1"]["net"][0] == ("gender", "quality", "glasses")
+    # the curriculum's stages all read CelebA's examples, with the stage's heads and masks
+    stages = {s.name: s for s in multitask.make_stages(config, train)}
+    batch = stages["stage1"].data.local_batch(0)
+    assert set(batch) == {"image", "gender", "mask_gender", "quality", "mask_quality", "glasses", "mask_glasses"}
+    assert batch["image"].shape == (config.train.batch_size, 32, 32, 3)
+    assert multitask.describe_prediction(config, "age", np.array([0.0, 2.0]))["label"] == "young"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.name", "lfw", "allowed: synthetic_faces, celeb_a"),
+    ("data.builder_config", "tiny", "allowed: default, smoke"),
+    ("train.steps.stage2", 0, "config.train.steps.stage2=0 must be a positive"),
+    ("model.compute_dtype", "float16", "allowed: float32, bfloat16"),
+    ("loss.weights.age", -1.0, "config.loss.weights.age=-1.0 must be >= 0"),
+    ("data.image_size", 8, "config.data.image_size=8 must be in [16, 1024]"),
+])
+def test_bad_configuration_is_refused_with_a_clear_line(key, value, message):
+    config = multitask_config.get_config("smoke")
+    section, name = key.rsplit(".", 1)
+    target = config
+    for part in section.split("."):
+        target = target[part]
+    target[name] = value
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        multitask.validate_config(config)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="allowed: default, smoke, full112, celeb_a"):
+        multitask_config.get_config("tiny")
