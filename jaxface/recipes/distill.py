@@ -262,9 +262,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     validate_config(config)
     mesh = devices.make_mesh() if mesh is None else mesh
     train_source, test_source = load_split(config, config.data.train_split), load_split(config, config.data.eval_split)
-    options = loop.LoopOptions(seed=config.seed, checkpoint_every_steps=config.train.checkpoint_every_steps,
-                               keep_checkpoints=config.train.keep_checkpoints,
-                               log_every_seconds=config.train.log_every_seconds)
+    options = loop.LoopOptions.from_config(config)
     store = loop.run_stages(make_stages(config, train_source), workdir=workdir, options=options, mesh=mesh)
     results = evaluate(config, store, test_source, mesh, workdir)
     by_stage = {r["stage"]: r for r in results["rows"]}

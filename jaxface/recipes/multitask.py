@@ -456,9 +456,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     mesh = devices.make_mesh() if mesh is None else mesh
     train = load_split(config, config.data.train_split, config.data.max_train_examples)
     test = load_split(config, config.data.eval_split, config.data.max_eval_examples)
-    options = loop.LoopOptions(seed=config.seed, checkpoint_every_steps=config.train.checkpoint_every_steps,
-                               keep_checkpoints=config.train.keep_checkpoints,
-                               log_every_seconds=config.train.log_every_seconds)
+    options = loop.LoopOptions.from_config(config)
     store = loop.run_stages(make_stages(config, train), workdir=workdir, options=options, mesh=mesh)
     results = evaluate(config, store, test, mesh, workdir)
     rows = {r["arm"]: r for r in results["rows"]}

@@ -41,6 +41,13 @@ class LoopOptions:
     keep_checkpoints: int = 2
     log_every_seconds: float = 10.0
 
+    @classmethod
+    def from_config(cls, config) -> "LoopOptions":
+        """From a recipe config with `seed` and `train.{checkpoint_every_steps, keep_checkpoints,
+        log_every_seconds}`."""
+        return cls(seed=config.seed, checkpoint_every_steps=config.train.checkpoint_every_steps,
+                   keep_checkpoints=config.train.keep_checkpoints, log_every_seconds=config.train.log_every_seconds)
+
 
 class NonFiniteLossError(FloatingPointError):
     """A metric became NaN or Inf; the run stops before anything poisoned is saved."""
