@@ -70,6 +70,16 @@ def _check_detections(name: str, boxes, scores, classes, num_images: int):
     return boxes, scores, classes
 
 
+def _checked_images(images) -> np.ndarray:
+    """Images as an array of shape [N, H, W], [N, H, W, 1] or [N, H, W, 3], or a one-line ValueError."""
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(
+            f"images must have shape [N, H, W], [N, H, W, 1] or [N, H, W, 3], got {images.shape}"
+        )
+    return images
+
+
 def save_detection_grid(
     path: str | os.PathLike,
     images: np.ndarray,
@@ -105,11 +115,7 @@ def save_detection_grid(
     Returns:
       path as a str.
     """
-    images = np.asarray(images)
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(
-            f"images must have shape [N, H, W], [N, H, W, 1] or [N, H, W, 3], got {images.shape}"
-        )
+    images = _checked_images(images)
     num_images = images.shape[0]
     if num_images == 0:
         raise ValueError("images must hold at least one image, got N = 0")
@@ -308,11 +314,7 @@ def save_captioned_grid(
     Returns:
       path as a str.
     """
-    images = np.asarray(images)
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(
-            f"images must have shape [N, H, W], [N, H, W, 1] or [N, H, W, 3], got {images.shape}"
-        )
+    images = _checked_images(images)
     if images.shape[0] == 0:
         raise ValueError("images must hold at least one image, got N = 0")
     if len(captions) != images.shape[0]:
