@@ -38,6 +38,12 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     c.data.resolution_factor = 2      # L: the high-resolution image is L times larger per side
 
+    # Reuse teachers trained in an earlier run instead of training them again: the workdir of that
+    # distill run (or its checkpoints/teacher_big directory); '' trains the teacher in this run.
+    c.teachers = ml_collections.ConfigDict()
+    c.teachers.big_checkpoint = ""
+    c.teachers.hr_checkpoint = ""
+
     c.models = ml_collections.ConfigDict()
     c.models.student = dict(STUDENT)
     c.models.teacher_big = dict(TEACHER_BIG)

@@ -96,10 +96,11 @@ def main(argv):
     batch = devices.shard_batch(batch_np, mesh)
     core_step = devices.compile_step(stage.step, mesh)
     sync = devices.needs_step_sync(mesh)
+    no_stop = devices.stop_flags(mesh)[False]
 
     def run_core():
         nonlocal state
-        state, metrics = core_step(state, frozen_dev, batch)
+        state, metrics, _ = core_step(state, frozen_dev, batch, no_stop)
         if sync:
             jax.block_until_ready(state)
         return metrics

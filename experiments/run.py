@@ -44,8 +44,9 @@ def main(argv):
     import jax
 
     from jaxface.recipes import get_recipe
-    from jaxface.train import devices, loop
+    from jaxface.train import checkpoints, devices, loop
 
+    checkpoints.quiet_orbax()
     config = _CONFIG.value
     workdir = os.path.abspath(_WORKDIR.value)
     try:

@@ -86,6 +86,18 @@ def test_stop_and_resume_gives_bit_identical_losses(reference, tmp_path):
     assert losses(tmp_path) == losses(workdir)
 
 
+def test_a_stage_finished_in_another_run_can_be_imported(reference, tmp_path):
+    workdir, _ = reference
+    joint, student = toy_stages()
+    store = loop.run_stages([student], workdir=str(tmp_path), mesh=devices.make_mesh(), options=OPTIONS,
+                            imported={"joint": os.path.join(workdir, "checkpoints", "joint")})
+    assert losses(tmp_path) == {"student": losses(workdir)["student"]}  # the same frozen teacher
+    assert not os.path.exists(tmp_path / "checkpoints" / "joint")  # read in place, not copied or retrained
+    with pytest.raises(ValueError, match=r"stages \['joint'\] are both trained here and imported"):
+        loop.run_stages([joint, student], workdir=str(tmp_path), imported={"joint": str(tmp_path)})
+    assert set(store.load("joint")) == {"enc", "dec"}
+
+
 def test_finished_stages_are_skipped_on_rerun(reference):
     workdir, _ = reference
     lines = open(os.path.join(workdir, "metrics.jsonl")).read()

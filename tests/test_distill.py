@@ -41,6 +41,8 @@ def run_cli(*args, env=None):
     ("--config.train.batch_size=-8", "config.train.batch_size=-8 must be positive"),
     ("--config.train.batch_size=12", "not divisible by the 8 devices"),
     ("--config.data.builder_config=lr32", "allowed: lr64, lr128, smoke"),
+    ("--config.data.name=celeb_b", "config.data.name='celeb_b' is not a data set TFDS knows (did you mean 'celeb_a'?)"),
+    ("--config.teachers.big_checkpoint=/nonexistent/run", "config.teachers.big_checkpoint: /nonexistent/run does not exist"),
 ])
 def test_bad_configuration_fails_with_one_line_and_writes_nothing(tmp_path, override, message):
     workdir = tmp_path / "run"
@@ -50,3 +52,26 @@ def test_bad_configuration_fails_with_one_line_and_writes_nothing(tmp_path, over
     assert errors, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
+
+
+def test_teachers_from_an_earlier_run_are_checked_against_the_config(distill_smoke_run, tmp_path):
+    from configs import distill as distill_config
+    from jaxface.recipes import distill
+
+    reference_dir, _ = distill_smoke_run
+    config = distill_config.get_config("smoke")
+    config.teachers.big_checkpoint = str(reference_dir)  # a workdir ...
+    config.teachers.hr_checkpoint = str(reference_dir / "checkpoints" / "teacher_hr")  # ... or the stage itself
+    distill.validate_config(config)
+    assert [s.name for s in distill.make_stages(config, [None], reused=distill.reused_teachers(config))] == [
+        "student", "student_kd_big", "student_kd_hr", "student_kd_both"]
+
+    config.models.teacher_big = dict(config.models.teacher_big, widths=(8, 16, 32))
+    with pytest.raises(ValueError, match=r"config.teachers.big_checkpoint: parameter teacher_big\[.*\] is \(\d+,.*\) "
+                                         r"in the checkpoint but .* in the config"):
+        distill.validate_config(config)
+
+    config = distill_config.get_config("smoke")
+    config.teachers.hr_checkpoint = str(tmp_path)  # exists, but holds no finished teacher_hr
+    with pytest.raises(FileNotFoundError, match="config.teachers.hr_checkpoint: .* holds no finished 'teacher_hr'"):
+        distill.validate_config(config)

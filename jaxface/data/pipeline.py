@@ -102,3 +102,20 @@ def resolve_data_dir(configured: str = "") -> str:
     else ~/.cache/jaxface/tfds (absolute)."""
     path = configured or os.environ.get("JAXFACE_DATA_DIR") or os.path.join("~", ".cache", "jaxface", "tfds")
     return os.path.abspath(os.path.expanduser(path))
+
+
+def check_dataset_name(name: str, allowed: tuple[str, ...], *, key: str = "config.data.name") -> None:
+    """Raises a one-line ValueError unless `name` is one of `allowed`, telling apart a data set TFDS
+    does not know (with the closest name it does know) from a TFDS data set this recipe cannot read."""
+    if name in allowed:
+        return
+    import difflib
+
+    import tensorflow_datasets as tfds
+
+    known = tfds.list_builders(with_community_datasets=False)
+    if name in known:
+        raise ValueError(f"{key}={name!r} is a TFDS data set, but this recipe reads only: {', '.join(allowed)}")
+    close = difflib.get_close_matches(name, [*allowed, *known], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{key}={name!r} is not a data set TFDS knows{hint}; this recipe reads: {', '.join(allowed)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +23,11 @@ import optax
 from absl import logging
 
 from jaxface.data import centernet_targets, synthetic_gestures
-from jaxface.data.pipeline import ShuffledBatches, ordered_batches, resolve_data_dir
+from jaxface.data.pipeline import ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
 from jaxface.evaluation import decode_centernet, detection_average_precision, plots
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
 from jaxface.models import CenterNet, FeatureAdapter, param_count
-from jaxface.train import devices, loop, writers
+from jaxface.train import checkpoints, devices, loop, writers
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage
 
@@ -46,8 +47,7 @@ def validate_config(config) -> None:
     for stage, steps in config.train.steps.items():
         if steps <= 0:
             raise ValueError(f"config.train.steps.{stage}={steps} must be a positive number of steps")
-    if config.data.name != "synthetic_gestures":
-        raise ValueError(f"config.data.name={config.data.name!r}: the distill recipe reads 'synthetic_gestures'")
+    check_dataset_name(config.data.name, ("synthetic_gestures",))
     if config.data.builder_config not in synthetic_gestures.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
                          f"{', '.join(synthetic_gestures.CONFIGS)}")
@@ -60,6 +60,28 @@ def validate_config(config) -> None:
     for k, v in config.loss.items():
         if v < 0:
             raise ValueError(f"config.loss.{k}={v} must be >= 0")
+    for stage, directory in reused_teachers(config).items():
+        expected = jax.eval_shape(lambda: _init_detector(config, stage, jax.random.key(0)))["params"]
+        mismatch = checkpoints.parameter_mismatch(directory, stage, expected)
+        if mismatch:
+            raise ValueError(f"config.teachers.{stage[len('teacher_'):]}_checkpoint: {mismatch}; set "
+                             f"config.models.{stage} to the architecture that checkpoint was trained with")
+
+
+def reused_teachers(config) -> dict[str, str]:
+    """{teacher stage: checkpoint directory} of the teachers taken from earlier runs (config.teachers)
+    instead of being trained here."""
+    out = {}
+    for t in TEACHERS:
+        path = config.teachers[f"{t}_checkpoint"]
+        if path:
+            try:
+                out[f"teacher_{t}"] = checkpoints.finished_stage_dir(path, f"teacher_{t}")
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"config.teachers.{t}_checkpoint: {e}; give the workdir of an earlier "
+                                        f"distill run or its checkpoints/teacher_{t} directory, or '' to train "
+                                        f"the teacher here") from None
+    return out
 
 
 def build_detector(config, name: str, *, train: bool) -> CenterNet:
@@ -166,7 +188,8 @@ def _init_detector(config, name: str, rng) -> dict:
     return init(rng, jnp.zeros((1, size, size, 3), jnp.uint8))
 
 
-def make_stages(config, train_source) -> list[Stage]:
+def make_stages(config, train_source, reused: Sequence[str] = ()) -> list[Stage]:
+    """The six stages, less the teacher stages in `reused` (loaded from earlier runs instead)."""
     steps = config.train.steps
     keep_hr = ("image", "image_hr")
     # Every student arm starts from the same initial weights and sees the same batches: a controlled comparison.
@@ -179,6 +202,8 @@ def make_stages(config, train_source) -> list[Stage]:
 
     stages = []
     for name in ("teacher_big", "teacher_hr", "student"):
+        if name in reused:
+            continue
         stages.append(Stage(
             name=name, num_steps=steps[name], step=make_detector_step(config, name),
             init=lambda rng, load, name=name: {name: _init_detector(
@@ -263,7 +288,9 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     mesh = devices.make_mesh() if mesh is None else mesh
     train_source, test_source = load_split(config, config.data.train_split), load_split(config, config.data.eval_split)
     options = loop.LoopOptions.from_config(config)
-    store = loop.run_stages(make_stages(config, train_source), workdir=workdir, options=options, mesh=mesh)
+    reused = reused_teachers(config)
+    store = loop.run_stages(make_stages(config, train_source, reused=tuple(reused)), workdir=workdir, options=options,
+                            mesh=mesh, imported=reused)
     results = evaluate(config, store, test_source, mesh, workdir)
     by_stage = {r["stage"]: r for r in results["rows"]}
     student, both = by_stage["student"]["mAP@0.5"], by_stage["student_kd_both"]["mAP@0.5"]
@@ -274,6 +301,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
         notes=[f"Claim (seed 003): the student distilled from both teachers beats the student alone: "
                f"{both:.4f} vs {student:.4f} mAP@0.5 -> {'holds' if summary['claim_holds'] else 'does NOT hold'}.",
                f"Split {config.data.eval_split!r}; images/s = jitted inference at batch {config.eval.batch_size} on "
-               f"{devices.describe(mesh)}."],
+               f"{devices.describe(mesh)}.",
+               *[f"{stage} was not trained in this run: reused from {d}." for stage, d in reused.items()]],
         extra={"per_class_AP": results["per_class"], "summary": summary})
     return {"summary": summary, **results}

@@ -27,7 +27,7 @@ from absl import logging
 from PIL import Image
 
 from jaxface.data import synthetic_faces as sf
-from jaxface.data.pipeline import ArraySource, ShuffledBatches, ordered_batches, resolve_data_dir
+from jaxface.data.pipeline import ArraySource, ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
 from jaxface.losses.attributes import multi_head_attribute_loss
 from jaxface.models.attributes import MultiTaskAttributeNet, merge_params
 from jaxface.models.common import param_count
@@ -85,8 +85,7 @@ def validate_config(config) -> None:
             raise ValueError(f"config.train.steps.{arm}: unknown; allowed: single, joint, stage1, stage2, stage3")
         if steps <= 0:
             raise ValueError(f"config.train.steps.{arm}={steps} must be a positive number of steps")
-    if config.data.name not in DATASETS:
-        raise ValueError(f"config.data.name={config.data.name!r}; allowed: {', '.join(DATASETS)}")
+    check_dataset_name(config.data.name, tuple(DATASETS))
     if config.data.name == "synthetic_faces" and config.data.builder_config not in sf.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
                          f"{', '.join(sf.CONFIGS)}")

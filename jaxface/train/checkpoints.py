@@ -11,12 +11,28 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from jaxface.train import devices
+
 DONE_FILE = "DONE.json"
 
 
 def is_done(directory: str) -> bool:
     """A stage is finished when its DONE marker exists (written only after its final checkpoint)."""
     return os.path.exists(os.path.join(directory, DONE_FILE))
+
+
+def finished_stage_dir(path: str, stage: str) -> str:
+    """The checkpoint directory of a finished `stage` at `path`, which is either a run's workdir or
+    that stage's own directory (`<workdir>/checkpoints/<stage>`). Raises FileNotFoundError saying
+    what is missing."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    for candidate in (path, os.path.join(path, "checkpoints", stage)):
+        if is_done(candidate):
+            return candidate
+    raise FileNotFoundError(f"{path} holds no finished {stage!r} stage (no {DONE_FILE} in it or in "
+                            f"checkpoints/{stage}/ under it)")
 
 
 class _DropOrbaxInfo(py_logging.Filter):
@@ -64,6 +80,8 @@ class StageCheckpoints:
             with open(tmp, "w") as f:
                 json.dump(summary, f, indent=1)
             os.replace(tmp, os.path.join(self.directory, DONE_FILE))
+        # No process may look for the marker before process 0 has written it.
+        devices.barrier(f"done {self.directory}")
 
     # --- save / restore --------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -99,7 +117,9 @@ class StageCheckpoints:
         steps = self.all_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        payload = self._manager.restore(steps[-1], args=ocp.args.StandardRestore())
+        # Onto this process's first device, whatever the devices it was saved from (8 GPUs -> 1 CPU).
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        payload = self._manager.restore(steps[-1], args=ocp.args.StandardRestore(fallback_sharding=local))
         names = exported if exported is not None else list(payload["params"])
         out = {}
         for name in names:
@@ -108,9 +128,46 @@ class StageCheckpoints:
                 out[name]["batch_stats"] = payload["batch_stats"][name]
         return out
 
+    def parameter_shapes(self, model: str) -> dict[str, tuple[int, ...]]:
+        """{parameter path: shape} of `model` in the newest checkpoint, read from metadata only."""
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        absl_logger = py_logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(py_logging.ERROR)  # orbax warns that the item has no metadata file of its own
+        try:
+            metadata = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(steps[-1]), "default"))
+        finally:
+            absl_logger.setLevel(level)
+        params = metadata.item_metadata["params"]
+        if model not in params:
+            raise KeyError(f"{self.directory} holds models {sorted(params)}, not {model!r}")
+        return _shapes(params[model])
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def parameter_mismatch(directory: str, model: str, expected_params) -> str | None:
+    """None if the newest checkpoint in `directory` holds `model` with the parameter shapes of
+    `expected_params` (arrays or `jax.ShapeDtypeStruct`s); else the first difference, in words."""
+    ckpt = StageCheckpoints(directory, save_every_steps=1, keep=1)
+    try:
+        saved = ckpt.parameter_shapes(model)
+    finally:
+        ckpt.close()
+    expected = _shapes(expected_params)
+    for path in sorted(set(saved) | set(expected)):
+        if saved.get(path) != expected.get(path):
+            return (f"parameter {model}{path} is {saved.get(path, 'absent')} in the checkpoint but "
+                    f"{expected.get(path, 'absent')} in the config")
+    return None

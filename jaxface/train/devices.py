@@ -56,6 +56,28 @@ def main_process_first(fn: Callable[[], Any]) -> Any:
     return result if jax.process_index() == 0 else fn()
 
 
+def main_process_value(value: Any) -> Any:
+    """Process 0's `value` on every process: for decisions that must not differ between processes
+    (whether a stage is finished, read from a shared disk that may lag), since processes that take
+    different branches deadlock in their next collective."""
+    if jax.process_count() == 1:
+        return value
+    return type(value)(multihost_utils.broadcast_one_to_all(np.asarray(value)).item())
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process if `flag` is true on any one (e.g. only some hosts got SIGTERM)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches `name` (no-op for a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"jaxface: {name}")
+
+
 def make_mesh(devices: Any = None) -> Mesh:
     """A 1-D mesh named `AXIS` over all devices (all processes), in process-major order."""
     devices = jax.devices() if devices is None else devices
@@ -123,6 +145,14 @@ def unreplicate(tree: Any) -> Any:
 StepFn = Callable[..., tuple[Any, dict]]
 
 
+def stop_flags(mesh: Mesh) -> dict[bool, jax.Array]:
+    """{flag: [num_devices] int32 array split over `AXIS`}, this process's part filled with `flag`:
+    the per-process 'a stop was requested here' input of a compiled step (built once, reused)."""
+    n = len(mesh.local_devices)
+    return {flag: jax.make_array_from_process_local_data(batch_sharding(mesh), np.full((n,), flag, np.int32))
+            for flag in (False, True)}
+
+
 def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callable:
     """Maps a per-device step over the mesh, jitted once.
 
@@ -131,19 +161,24 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
     `lax.pmean(grads, AXIS)` (see `value_and_mean_grad`), so the returned state is the same
     on every device. Metrics are averaged over devices here.
 
-    Returns f(state, frozen, batch) -> (state, metrics), donating the old state's buffers.
+    Returns f(state, frozen, batch, stop) -> (state, metrics, control), donating the old state's
+    buffers. `stop` is one of `stop_flags(mesh)` (whether this process was asked to stop); `control`
+    = {'stop': any process asked, 'finite': every metric is finite} is the same on every process, so
+    all of them take the same decision at the same step without an extra synchronisation.
     """
 
-    def per_device(state, frozen, batch):
+    def per_device(state, frozen, batch, stop):
         rng = jax.random.fold_in(state.step_rng(), lax.axis_index(AXIS))
         state, metrics = step_fn(state, frozen, batch, rng)
         metrics = lax.pmean({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, AXIS)
-        return state, metrics
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()])) if metrics else True
+        control = {"stop": lax.pmax(stop[0], AXIS) > 0, "finite": jnp.asarray(finite)}
+        return state, metrics, control
 
     # check_vma=False keeps pmap semantics: gradients of replicated params are per-device until the
     # step's explicit pmean (with it on, autodiff would already sum them and an explicit pmean would
     # silently give n-times gradients).
-    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS)), out_specs=(P(), P()),
+    mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=(P(), P(), P()),
                            check_vma=False)
     return jax.jit(mapped, donate_argnums=(0,) if donate else ())
 

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import zlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +62,9 @@ class Preempted(SystemExit):
         self.stage, self.step, self.signame = stage, step, signal.Signals(signum).name
 
     def __str__(self):
-        return (f"interrupted ({self.signame}) in stage {self.stage} at step {self.step}: "
-                f"checkpoint written, rerun the same command to resume")
+        where = (f"in stage {self.stage} at step {self.step}: checkpoint written" if self.step else
+                 f"before stage {self.stage}: finished stages are saved")
+        return f"interrupted ({self.signame}) {where}; rerun the same command to resume"
 
 
 class _StopSignals:
@@ -135,24 +136,39 @@ class WorkdirLock:
 
 
 class StageStore:
-    """Gives later stages the exported models of finished stages (read-only, cached)."""
+    """Gives later stages the exported models of finished stages (read-only, cached).
 
-    def __init__(self, workdir: str, stages: Sequence[Stage]):
+    `imported` maps stage names to checkpoint directories of stages finished in another run (e.g.
+    teachers trained once and reused by many students); they load like this run's own stages.
+    """
+
+    def __init__(self, workdir: str, stages: Sequence[Stage], imported: Mapping[str, str] | None = None):
         self.workdir = workdir
         self._stages = {s.name: s for s in stages}
+        self._imported = {name: os.path.abspath(d) for name, d in (imported or {}).items()}
+        clash = sorted(set(self._stages) & set(self._imported))
+        if clash:
+            raise ValueError(f"stages {clash} are both trained here and imported; drop one of the two")
         self._cache: dict[str, dict] = {}
 
     def checkpoint_dir(self, name: str) -> str:
+        if name in self._imported:
+            return self._imported[name]
         return os.path.join(os.path.abspath(self.workdir), "checkpoints", name)
 
+    def is_done(self, name: str) -> bool:
+        """Whether stage `name` finished, as process 0 sees it (the same answer on every process)."""
+        return devices.main_process_value(is_done(self.checkpoint_dir(name)))
+
     def load(self, name: str) -> dict:
-        if name not in self._stages:
-            raise KeyError(f"unknown stage {name!r}; stages are {list(self._stages)}")
+        """{model: {'params', 'batch_stats'?}} of a finished stage's exported models (host arrays)."""
+        if name not in self._stages and name not in self._imported:
+            raise KeyError(f"unknown stage {name!r}; stages are {list(self._stages) + list(self._imported)}")
         if name not in self._cache:
-            if not is_done(self.checkpoint_dir(name)):
+            if not self.is_done(name):
                 raise RuntimeError(f"stage {name!r} is not finished; a stage can only load earlier stages")
             ckpt = StageCheckpoints(self.checkpoint_dir(name), save_every_steps=1, keep=1)
-            export = self._stages[name].export
+            export = self._stages[name].export if name in self._stages else None
             self._cache[name] = ckpt.restore_variables(list(export) if export is not None else None)
             ckpt.close()
         return self._cache[name]
@@ -202,9 +218,19 @@ class _Prefetcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _first_non_finite(metrics: dict) -> tuple[str, float]:
+    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    return next(((k, v) for k, v in host.items() if not math.isfinite(v)), ("?", float("nan")))
+
+
 def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, options: LoopOptions,
                 stop: _StopSignals) -> dict:
-    """Trains one stage to its end (resuming if it has checkpoints). Returns its summary."""
+    """Trains one stage to its end (resuming if it has checkpoints). Returns its summary.
+
+    Every decision that ends or saves (stop, NaN, checkpoint) is taken at the same step on every
+    process: from the step's `control` output (identical everywhere) or from the step count, never
+    from wall-clock time or a process's own signal, so multi-host runs cannot diverge into a deadlock.
+    """
     ckpt = StageCheckpoints(store.checkpoint_dir(stage.name), save_every_steps=options.checkpoint_every_steps,
                             keep=options.keep_checkpoints)
     try:
@@ -219,6 +245,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         devices.local_batch_size(data.global_batch_size, mesh)  # fails early on an indivisible batch
         step_fn = devices.compile_step(stage.step, mesh)
         sync_each_step = devices.needs_step_sync(mesh)
+        stop_flags = devices.stop_flags(mesh)
 
         start = int(jax.device_get(state.step))
         if start:
@@ -226,6 +253,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         progress = Progress(stage.num_steps, start, data.global_batch_size)
         pending: list[tuple[int, dict]] = []  # metrics still on device, fetched in groups
         last: dict[str, float] = {}
+        unchecked = None  # (step, metrics, control) of the newest step whose control is not yet read
 
         def flush():
             nonlocal last
@@ -233,46 +261,68 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 return
             rows = [(s, {k: float(v) for k, v in m.items()}) for s, m in jax.device_get(pending)]
             pending.clear()
-            for s, m in rows:
-                for k, v in m.items():
-                    if not math.isfinite(v):
-                        raise NonFiniteLossError(f"stage {stage.name}: metric {k!r} is {v} at step {s}; "
-                                                 f"the newest checkpoint before it is kept")
             writer.write(stage.name, rows)
             last = rows[-1][1]
 
-        def save(force: bool):
+        def check_unchecked() -> bool:
+            """Reads the control of the newest unchecked step: raises on NaN/Inf, returns 'stop'."""
+            nonlocal unchecked
+            if unchecked is None:
+                return False
+            step, metrics, control = unchecked
+            unchecked = None
+            control = jax.device_get(control)
+            if not control["finite"]:
+                flush()  # the poisoned row is logged too
+                name, value = _first_non_finite(metrics)
+                raise NonFiniteLossError(f"stage {stage.name}: metric {name!r} is {value} at step {step}; "
+                                         f"the newest checkpoint before it is kept")
+            return bool(control["stop"])
+
+        def save(force: bool) -> bool:
+            """Checkpoints the current state (never a non-finite one); returns whether to stop."""
+            stopping = check_unchecked()
             flush()
             if not bool(_all_finite(state.params)):
                 raise NonFiniteLossError(f"stage {stage.name}: parameters are not finite at step "
                                          f"{int(jax.device_get(state.step))}; not saving them")
-            ckpt.save(state, force=force)
+            ckpt.save(state, force=force or stopping)
+            return stopping
+
+        def preempted(step: int):
+            ckpt.wait()
+            return Preempted(stage.name, step, stop.received or signal.SIGTERM)
 
         prefetch = _Prefetcher(data, mesh, range(start, stage.num_steps))
         try:
             for step in range(start, stage.num_steps):
                 batch = prefetch.next()
-                state, metrics = step_fn(state, frozen, batch)
+                previous = unchecked
+                state, metrics, control = step_fn(state, frozen, batch, stop_flags[stop.raised])
                 if sync_each_step:
                     jax.block_until_ready(state)
-                pending.append((step + 1, metrics))
                 done = step + 1
+                pending.append((done, metrics))
+                # Read the previous step's control only now, so one step stays queued on accelerators.
+                unchecked = previous
+                stop_now = check_unchecked()
+                unchecked = (done, metrics, control)
+                if stop_now:
+                    save(force=True)
+                    raise preempted(done)
                 if step == start:  # first step compiles; measure speed from here on
                     flush()
                     progress.restart_clock(done)
-                if stop.raised:
-                    save(force=True)
-                    ckpt.wait()
-                    raise Preempted(stage.name, done, stop.received)
-                if done % options.checkpoint_every_steps == 0:
-                    save(force=False)
+                if done % options.checkpoint_every_steps == 0 and done < stage.num_steps:
+                    if save(force=False):
+                        raise preempted(done)
                 if progress.due(options.log_every_seconds) or done == stage.num_steps:
                     flush()
                     if jax.process_index() == 0:
                         logging.info(progress.line(stage.name, done, last))
         finally:
             prefetch.close()
-        save(force=True)
+        save(force=True)  # a stop asked for in the last step ends the run at the next stage boundary
         summary = {"stage": stage.name, "steps": stage.num_steps, "final_metrics": last}
         ckpt.mark_done(summary)
         return summary
@@ -281,21 +331,27 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
 
 
 def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = LoopOptions(),
-               mesh=None) -> StageStore:
-    """Trains every stage in order (skipping finished ones) and returns the store of their results."""
+               mesh=None, imported: Mapping[str, str] | None = None) -> StageStore:
+    """Trains every stage in order (skipping finished ones) and returns the store of their results.
+
+    imported: {stage name: checkpoint directory} of stages finished in other runs, which `load`
+    reads like this run's own (see `checkpoints.finished_stage_dir`).
+    """
     quiet_orbax()
     mesh = devices.make_mesh() if mesh is None else mesh
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must be unique, got {names}")
-    store = StageStore(workdir, stages)
+    store = StageStore(workdir, stages, imported)
     writer = MetricWriter(workdir)
     try:
         with _StopSignals() as stop:
             for stage in stages:
-                if is_done(store.checkpoint_dir(stage.name)):
+                if store.is_done(stage.name):
                     logging.info("[%s] finished earlier: skipped", stage.name)
                     continue
+                if devices.any_process(stop.raised):  # a signal that came during the previous stage
+                    raise Preempted(stage.name, 0, stop.received or signal.SIGTERM)
                 t0 = time.perf_counter()
                 logging.info("[%s] training %d steps on %s", stage.name, stage.num_steps, devices.describe(mesh))
                 train_stage(stage, store, writer, mesh, options, stop)
