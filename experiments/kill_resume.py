@@ -54,6 +54,8 @@ def identical(a: dict, b: dict) -> bool:
 
 def main(argv):
     root = tempfile.mkdtemp(prefix="kill_resume_")
+    # The reference run fills a compilation cache of this script's own, so each restart skips compiling.
+    os.environ["JAXFACE_COMPILATION_CACHE"] = os.path.join(root, "xla_cache")
     reference = os.path.join(root, "reference")
     t0 = time.time()
     subprocess.run(run_command(reference), check=True, capture_output=True)
@@ -77,8 +79,10 @@ def main(argv):
         subprocess.run(run_command(workdir), check=True, capture_output=True)
         ok = identical(final_params(workdir), ref_params) and read_metrics(workdir) == ref_losses
         same += ok
-        print(f"trial {trial}: {kills} kills, {'identical' if ok else 'DIFFERENT'}", flush=True)
-    print(json.dumps({"trials": _TRIALS.value, "identical_finishes": same}))
+        print(f"trial {trial}: {kills} kills, {'identical' if ok else 'DIFFERENT'} "
+              f"({time.time() - t0:.0f} s so far)", flush=True)
+    print(json.dumps({"config": _CONFIG.value, "trials": _TRIALS.value, "kills_per_trial": _KILLS.value,
+                      "identical_finishes": same}))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host GPU clusters).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with --coordinator_address).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", os.environ.get("JAXFACE_COMPILATION_CACHE", "~/.cache/jaxface/xla"),
+    "Persistent XLA compilation cache, so a resumed or repeated run skips compiling ('' turns it off). "
+    "Default: $JAXFACE_COMPILATION_CACHE, else ~/.cache/jaxface/xla.")
 
 
 def parse_flags(argv):
@@ -47,6 +51,10 @@ def main(argv):
     from jaxface.train import checkpoints, devices, loop
 
     checkpoints.quiet_orbax()
+    if _COMPILATION_CACHE.value:
+        # A restart after preemption otherwise spends minutes recompiling every stage it reaches.
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)  # the many small init programs add up
     config = _CONFIG.value
     workdir = os.path.abspath(_WORKDIR.value)
     try:

@@ -1,15 +1,24 @@
 """Test-wide settings, applied before jax is first imported.
 
 - 8 simulated CPU devices, so the multi-device code paths run in the default suite.
+- `experiments.run` subprocesses use a throwaway persistent compilation cache.
 - XLA backend optimisation off: the tests run tiny programs for a few steps, where compilation
   dominates (a smoke stage compiles ~3x faster). Comparisons in tests are within this setting.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
                                     "--xla_backend_optimization_level=0"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# experiments.run subprocesses share one throwaway compilation cache instead of the user's ~/.cache
+if "JAXFACE_COMPILATION_CACHE" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="jaxface_xla_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAXFACE_COMPILATION_CACHE"] = _cache
 
 
 import pytest  # noqa: E402  (after the environment is set)
