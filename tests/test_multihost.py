@@ -26,11 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_processes(command, num_processes=2, devices_per_process=4):
+def start_processes(command, num_processes=2, devices_per_process=4, env=None):
     """Starts `command(coordinator_address, num_processes, process_id)` once per process."""
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
-                                      "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+                                      "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu", **(env or {})}
     return [subprocess.Popen(command(f"localhost:{port}", num_processes, i), cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for i in range(num_processes)]
@@ -50,8 +50,8 @@ def wait_all(procs, timeout):
     return [p.returncode for p in procs], outputs
 
 
-def run_processes(command, num_processes=2, devices_per_process=4, timeout=600):
-    codes, outputs = wait_all(start_processes(command, num_processes, devices_per_process), timeout)
+def run_processes(command, num_processes=2, devices_per_process=4, timeout=600, env=None):
+    codes, outputs = wait_all(start_processes(command, num_processes, devices_per_process, env), timeout)
     for code, out in zip(codes, outputs):
         assert code == 0, out[-3000:]
 
@@ -83,7 +83,8 @@ def toy_reference(tmp_path_factory):
 
 
 def test_two_processes_match_one_process_on_the_toy_recipe(toy_reference, tmp_path):
-    run_processes(toy(tmp_path, TOY_STEPS), timeout=300)
+    # process 0 slow to mark stages done: process 1 must wait for it, not load an unfinished stage
+    run_processes(toy(tmp_path, TOY_STEPS), timeout=300, env={"TOY_DONE_MARKER_DELAY": "2"})
     assert_same_losses(toy_reference, tmp_path, rtol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "final_kernel.npy"), np.load(toy_reference / "final_kernel.npy"),
                                rtol=1e-5)

@@ -21,6 +21,14 @@ def is_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, DONE_FILE))
 
 
+def write_done_marker(directory: str, summary: dict) -> None:
+    """Atomically writes the DONE marker (a crash leaves either none or a whole one)."""
+    tmp = os.path.join(directory, DONE_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(directory, DONE_FILE))
+
+
 def finished_stage_dir(path: str, stage: str) -> str:
     """The checkpoint directory of a finished `stage` at `path`, which is either a run's workdir or
     that stage's own directory (`<workdir>/checkpoints/<stage>`). Raises FileNotFoundError saying
@@ -76,10 +84,7 @@ class StageCheckpoints:
         """Written after the final save is on disk, so 'done' always has a checkpoint behind it."""
         self._manager.wait_until_finished()
         if jax.process_index() == 0:
-            tmp = os.path.join(self.directory, DONE_FILE + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(summary, f, indent=1)
-            os.replace(tmp, os.path.join(self.directory, DONE_FILE))
+            write_done_marker(self.directory, summary)
         # No process may look for the marker before process 0 has written it.
         devices.barrier(f"done {self.directory}")
 
