@@ -16,9 +16,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-from jaxface.train.checkpoints import StageCheckpoints
+from jaxface.train.checkpoints import StageCheckpoints, quiet_orbax
 from jaxface.train.writers import read_metrics
 
 _CONFIG = flags.DEFINE_string("config", "configs/distill.py:smoke", "Config (path.py:variant) to run.")
@@ -53,6 +53,8 @@ def identical(a: dict, b: dict) -> bool:
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    quiet_orbax()
     root = tempfile.mkdtemp(prefix="kill_resume_")
     # The reference run fills a compilation cache of this script's own, so each restart skips compiling.
     os.environ["JAXFACE_COMPILATION_CACHE"] = os.path.join(root, "xla_cache")

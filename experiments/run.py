@@ -3,8 +3,8 @@ r"""Trains and evaluates a recipe from a config file.
   python -m experiments.run --config=configs/distill.py --workdir=runs/distill
   python -m experiments.run --config=configs/distill.py:smoke --workdir=/tmp/smoke --config.train.batch_size=32
 
-Multi-host: on Cloud TPU VMs set JAXFACE_DISTRIBUTED=1 (JAX finds its peers); on a GPU cluster pass
---coordinator_address=host:port --num_processes=N --process_id=i (see README).
+Multi-host: on Cloud TPU VMs JAX finds its peers by itself; on SLURM / Open MPI set JAXFACE_DISTRIBUTED=1;
+elsewhere pass --coordinator_address=host:port --num_processes=N --process_id=i (see README).
 """
 
 import json
@@ -17,9 +17,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file, optionally `path.py:variant`.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.", required=True)
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host GPU clusters).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (with --coordinator_address).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-host GPU clusters; or $JAXFACE_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Number of processes, with --coordinator_address (or $JAXFACE_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's id, with --coordinator_address (or $JAXFACE_PROCESS_ID).")
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache_dir", os.environ.get("JAXFACE_COMPILATION_CACHE", "~/.cache/jaxface/xla"),
     "Persistent XLA compilation cache, so a resumed or repeated run skips compiling ('' turns it off). "
@@ -42,6 +45,16 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def flag_or_env(flag, env_name: str, kind=str):
+    """A distributed-run flag, else the environment variable a launcher may set instead."""
+    if flag.value is not None or not os.environ.get(env_name):
+        return flag.value
+    try:
+        return kind(os.environ[env_name])
+    except ValueError:
+        raise ValueError(f"${env_name}={os.environ[env_name]!r} must be an integer") from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -60,7 +73,9 @@ def main(argv):
     try:
         recipe = get_recipe(config.recipe)
         recipe.validate_config(config)
-        devices.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        devices.initialize_distributed(flag_or_env(_COORDINATOR, "JAXFACE_COORDINATOR_ADDRESS"),
+                                       flag_or_env(_NUM_PROCESSES, "JAXFACE_NUM_PROCESSES", int),
+                                       flag_or_env(_PROCESS_ID, "JAXFACE_PROCESS_ID", int))
         mesh = devices.make_mesh()
         devices.local_batch_size(config.train.batch_size, mesh)
     except (ValueError, KeyError, FileNotFoundError) as e:

@@ -75,3 +75,15 @@ def test_teachers_from_an_earlier_run_are_checked_against_the_config(distill_smo
     config.teachers.hr_checkpoint = str(tmp_path)  # exists, but holds no finished teacher_hr
     with pytest.raises(FileNotFoundError, match="config.teachers.hr_checkpoint: .* holds no finished 'teacher_hr'"):
         distill.validate_config(config)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"JAXFACE_DISTRIBUTED": "yes"}, "JAXFACE_DISTRIBUTED='yes'; allowed: 1"),
+    ({"JAXFACE_COORDINATOR_ADDRESS": "localhost:1234", "JAXFACE_NUM_PROCESSES": "two", "JAXFACE_PROCESS_ID": "0"},
+     "$JAXFACE_NUM_PROCESSES='two' must be an integer"),
+])
+def test_bad_distributed_settings_fail_with_one_line_and_write_nothing(tmp_path, env, message):
+    workdir = tmp_path / "run"
+    proc = run_cli("--config=configs/distill.py:smoke", f"--workdir={workdir}", env=env)
+    assert proc.returncode == 2 and f"error: {message}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not workdir.exists()

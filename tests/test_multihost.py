@@ -124,3 +124,14 @@ def test_two_processes_match_one_process_on_distill_smoke(distill_smoke_run, ges
     # Adam with lr 1e-2 amplifies the rounding differences a little over the steps
     assert_same_losses(reference_dir, workdir, rtol=5e-3)
     assert (workdir / "results.json").exists()  # written by process 0 only
+
+
+def test_when_a_run_joins_a_cluster_by_itself():
+    from jaxface.train import devices
+
+    assert devices.wants_auto_distributed("1", on_tpu_vm=False)  # SLURM, Open MPI: asked for
+    assert devices.wants_auto_distributed(None, on_tpu_vm=True)  # Cloud TPU VM: without being asked
+    assert not devices.wants_auto_distributed("0", on_tpu_vm=True)
+    assert not devices.wants_auto_distributed(None, on_tpu_vm=False)  # a laptop, a single GPU box
+    with pytest.raises(ValueError, match=r"JAXFACE_DISTRIBUTED='yes'; allowed: 1 .*, 0 .*, or unset"):
+        devices.wants_auto_distributed("yes", on_tpu_vm=False)

@@ -23,19 +23,38 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXIS = "data"
 
 
+def on_cloud_tpu_vm() -> bool:
+    """Whether TPU chips are attached to this machine (checked on the PCI bus, without starting JAX)."""
+    try:
+        from jax._src import hardware_utils  # JAX's own check; private, so any failure means 'no'
+        return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def wants_auto_distributed(setting: str | None, on_tpu_vm: bool) -> bool:
+    """JAXFACE_DISTRIBUTED: '1' always lets JAX discover the cluster, '0' never; unset: on Cloud TPU VMs."""
+    if setting not in (None, "", "0", "1"):
+        raise ValueError(f"JAXFACE_DISTRIBUTED={setting!r}; allowed: 1 (discover the cluster), 0 (single process), "
+                         f"or unset (discover on Cloud TPU VMs)")
+    return setting == "1" or (not setting and on_tpu_vm)
+
+
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None) -> None:
     """Joins a multi-process run; a no-op for a single process.
 
-    On Cloud TPU VMs (and SLURM/Open MPI clusters) JAX discovers everything itself: call with no
-    arguments and set JAXFACE_DISTRIBUTED=1. On a GPU cluster without such a launcher, pass the
-    coordinator address ('host:port'), the number of processes and this process's id.
+    - Cloud TPU VMs: JAX discovers the pod slice itself; this happens without being asked.
+    - SLURM / Open MPI / GKE: set JAXFACE_DISTRIBUTED=1 and JAX discovers the cluster.
+    - Other GPU clusters: pass the coordinator address ('host:port' of process 0), the number of
+      processes and this process's id (experiments.run flags or JAXFACE_COORDINATOR_ADDRESS,
+      JAXFACE_NUM_PROCESSES, JAXFACE_PROCESS_ID).
     """
     explicit = coordinator_address is not None
-    if not explicit and os.environ.get("JAXFACE_DISTRIBUTED") != "1":
-        return
     if explicit and (num_processes is None or process_id is None):
         raise ValueError("--coordinator_address needs --num_processes and --process_id as well")
+    if not explicit and not wants_auto_distributed(os.environ.get("JAXFACE_DISTRIBUTED"), on_cloud_tpu_vm()):
+        return
     # CPU collectives across processes (tests on one machine, CPU clusters); no effect on GPU/TPU.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
