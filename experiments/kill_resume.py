@@ -25,6 +25,7 @@ _CONFIG = flags.DEFINE_string("config", "configs/distill.py:smoke", "Config (pat
 _TRIALS = flags.DEFINE_integer("trials", 20, "Number of killed-and-resumed runs.")
 _KILLS = flags.DEFINE_integer("kills", 3, "SIGKILLs per trial, at random times.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
+_ROOT = flags.DEFINE_string("root", "", "Directory for the runs (default: a new temporary directory).")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "Extra --config.* overrides, e.g. train.batch_size=8.")
 
 
@@ -55,7 +56,7 @@ def identical(a: dict, b: dict) -> bool:
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     quiet_orbax()
-    root = tempfile.mkdtemp(prefix="kill_resume_")
+    root = _ROOT.value or tempfile.mkdtemp(prefix="kill_resume_")
     # The reference run fills a compilation cache of this script's own, so each restart skips compiling.
     os.environ["JAXFACE_COMPILATION_CACHE"] = os.path.join(root, "xla_cache")
     reference = os.path.join(root, "reference")

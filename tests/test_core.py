@@ -117,7 +117,7 @@ def test_sigterm_checkpoints_the_current_step_and_rerun_continues(reference, tmp
     assert losses(tmp_path) == losses(workdir)
 
 
-def test_nan_stops_the_run_naming_stage_step_and_metric(tmp_path):
+def test_nan_stops_the_run_naming_stage_step_and_metric(reference, tmp_path):
     stages = toy_stages()
     good_step = stages[0].step
 
@@ -132,6 +132,8 @@ def test_nan_stops_the_run_naming_stage_step_and_metric(tmp_path):
         run(tmp_path, stages=stages)
     saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints" / "joint") if d.isdigit())
     assert saved == [4]  # nothing saved after the poisoned step
+    run(tmp_path)  # the rerun (poison removed) starts from the last good state, not a poisoned one
+    assert losses(tmp_path) == losses(reference[0])
 
 
 def test_corrupted_newest_checkpoint_falls_back_to_previous(reference, tmp_path):

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
@@ -52,3 +53,15 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
         last[(rec["stage"], rec["step"])] = rec["loss"]
     ref = {(r["stage"], r["step"]): r["loss"] for r in map(json.loads, open(reference / "metrics.jsonl"))}
     assert last == ref
+
+
+@pytest.mark.skipif(os.environ.get("JAXFACE_SLOW_TESTS") != "1", reason="~5 min on 2 cores; JAXFACE_SLOW_TESTS=1")
+def test_kill_resume_script_on_the_distill_smoke_config(tmp_path):
+    """The real smoke run (six stages through experiments.run), killed twice and resumed."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user would run it
+    proc = subprocess.run([sys.executable, "-m", "experiments.kill_resume", "--config=configs/distill.py:smoke",
+                           "--trials=1", "--kills=2", "--seed=1", f"--root={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["identical_finishes"] == summary["trials"] == 1, proc.stdout
