@@ -72,10 +72,11 @@ def main(argv):
     workdir = os.path.abspath(_WORKDIR.value)
     try:
         recipe = get_recipe(config.recipe)
-        recipe.validate_config(config)
+        # First: jax.distributed must start before anything touches a device (validation may).
         devices.initialize_distributed(flag_or_env(_COORDINATOR, "JAXFACE_COORDINATOR_ADDRESS"),
                                        flag_or_env(_NUM_PROCESSES, "JAXFACE_NUM_PROCESSES", int),
                                        flag_or_env(_PROCESS_ID, "JAXFACE_PROCESS_ID", int))
+        recipe.validate_config(config)
         mesh = devices.make_mesh()
         devices.local_batch_size(config.train.batch_size, mesh)
     except (ValueError, KeyError, FileNotFoundError) as e:

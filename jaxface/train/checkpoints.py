@@ -37,7 +37,7 @@ def finished_stage_dir(path: str, stage: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist")
     for candidate in (path, os.path.join(path, "checkpoints", stage)):
-        if is_done(candidate):
+        if devices.main_process_value(is_done(candidate)):  # one answer for all processes
             return candidate
     raise FileNotFoundError(f"{path} holds no finished {stage!r} stage (no {DONE_FILE} in it or in "
                             f"checkpoints/{stage}/ under it)")
@@ -86,7 +86,7 @@ class StageCheckpoints:
         if jax.process_index() == 0:
             write_done_marker(self.directory, summary)
         # No process may look for the marker before process 0 has written it.
-        devices.barrier(f"done {self.directory}")
+        devices.barrier(f"stage done: {os.path.basename(self.directory)}")  # hosts may mount the workdir elsewhere
 
     # --- save / restore --------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -107,34 +107,22 @@ class StageCheckpoints:
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                               _state_payload(state))
         for step in reversed(self.all_steps()):
+            payload, problem = None, "unreadable on another process"
             try:
                 payload = self._manager.restore(step, args=ocp.args.StandardRestore(target))
             except Exception as e:  # orbax raises many types for unreadable data
-                logging.warning("checkpoint %s/%d is unreadable (%s: %s); falling back to the previous one",
-                                self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+                problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            # Every process must resume from the same step, so one unreadable copy rules the step out.
+            if devices.any_process(payload is None):
+                logging.warning("checkpoint %s/%d is unreadable (%s); falling back to the previous one",
+                                self.directory, step, problem)
                 continue
             logging.info("resumed %s from step %d", self.directory, step)
             return state.replace(**payload)
         return state
 
-    def restore_variables(self, exported: list[str] | None) -> dict[str, dict]:
-        """{model: {'params', 'batch_stats'?}} of the newest checkpoint, as host arrays, without optimizer state."""
-        steps = self.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        # Onto this process's first device, whatever the devices it was saved from (8 GPUs -> 1 CPU).
-        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        payload = self._manager.restore(steps[-1], args=ocp.args.StandardRestore(fallback_sharding=local))
-        names = exported if exported is not None else list(payload["params"])
-        out = {}
-        for name in names:
-            out[name] = {"params": payload["params"][name]}
-            if payload["batch_stats"].get(name):
-                out[name]["batch_stats"] = payload["batch_stats"][name]
-        return out
-
-    def parameter_shapes(self, model: str) -> dict[str, tuple[int, ...]]:
-        """{parameter path: shape} of `model` in the newest checkpoint, read from metadata only."""
+    def _newest_metadata(self) -> tuple[int, dict]:
+        """(step, tree of orbax ArrayMetadata) of the newest checkpoint, without reading any array."""
         steps = self.all_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -145,7 +133,33 @@ class StageCheckpoints:
             metadata = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(steps[-1]), "default"))
         finally:
             absl_logger.setLevel(level)
-        params = metadata.item_metadata["params"]
+        return steps[-1], metadata.item_metadata
+
+    def restore_variables(self, exported: list[str] | None) -> dict[str, dict]:
+        """{model: {'params', 'batch_stats'?}} of the newest checkpoint (all models when `exported` is
+        None), on this process's first device whatever devices saved it (8 GPUs of 2 hosts -> 1 CPU).
+        Optimizer state is not read."""
+        step, metadata = self._newest_metadata()
+        names = exported if exported is not None else list(metadata["params"])
+        wanted = {"params": {n: metadata["params"][n] for n in names}}
+        stats = {n: metadata["batch_stats"][n] for n in names if metadata["batch_stats"].get(n)}
+        if stats:  # orbax cannot match an empty subtree
+            wanted["batch_stats"] = stats
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local), wanted)
+        payload = self._manager.restore(step, args=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+        out = {}
+        for name in names:
+            out[name] = {"params": payload["params"][name]}
+            if name in payload.get("batch_stats", {}):
+                out[name]["batch_stats"] = payload["batch_stats"][name]
+        return out
+
+    def parameter_shapes(self, model: str) -> dict[str, tuple[int, ...]]:
+        """{parameter path: shape} of `model` in the newest checkpoint, read from metadata only."""
+        _, metadata = self._newest_metadata()
+        params = metadata["params"]
         if model not in params:
             raise KeyError(f"{self.directory} holds models {sorted(params)}, not {model!r}")
         return _shapes(params[model])

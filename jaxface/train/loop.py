@@ -283,9 +283,9 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
             """Checkpoints the current state (never a non-finite one); returns whether to stop."""
             stopping = check_unchecked()
             flush()
-            if not bool(_all_finite(state.params)):
-                raise NonFiniteLossError(f"stage {stage.name}: parameters are not finite at step "
-                                         f"{int(jax.device_get(state.step))}; not saving them")
+            if not bool(_all_finite((state.params, state.batch_stats))):
+                raise NonFiniteLossError(f"stage {stage.name}: parameters or BatchNorm statistics are not finite "
+                                         f"at step {int(jax.device_get(state.step))}; not saving them")
             ckpt.save(state, force=force or stopping)
             return stopping
 
@@ -307,7 +307,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 unchecked = previous
                 stop_now = check_unchecked()
                 unchecked = (done, metrics, control)
-                if stop_now:
+                if stop_now and done < stage.num_steps:  # in the last step: finish, stop at the boundary
                     save(force=True)
                     raise preempted(done)
                 if step == start:  # first step compiles; measure speed from here on
@@ -316,10 +316,10 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 if done % options.checkpoint_every_steps == 0 and done < stage.num_steps:
                     if save(force=False):
                         raise preempted(done)
-                if progress.due(options.log_every_seconds) or done == stage.num_steps:
+                # Only process 0 logs; the others fetch their metrics at checkpoint steps only.
+                if jax.process_index() == 0 and (progress.due(options.log_every_seconds) or done == stage.num_steps):
                     flush()
-                    if jax.process_index() == 0:
-                        logging.info(progress.line(stage.name, done, last))
+                    logging.info(progress.line(stage.name, done, last))
         finally:
             prefetch.close()
         save(force=True)  # a stop asked for in the last step ends the run at the next stage boundary
