@@ -9,7 +9,6 @@ same networks, losses and optimizer, in one process, and prints the ratio (targe
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags

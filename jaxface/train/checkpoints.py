@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import os
-from typing import Any
 
 import jax
 import orbax.checkpoint as ocp

@@ -18,11 +18,10 @@ import socket
 import threading
 import time
 import zlib
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from jaxface.train import devices
