@@ -55,7 +55,7 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     assert last == ref
 
 
-@pytest.mark.skipif(os.environ.get("JAXFACE_SLOW_TESTS") != "1", reason="~5 min on 2 cores; JAXFACE_SLOW_TESTS=1")
+@pytest.mark.skipif(os.environ.get("JAXFACE_SLOW_TESTS") != "1", reason="~2 min on 2 cores; JAXFACE_SLOW_TESTS=1")
 def test_kill_resume_script_on_the_distill_smoke_config(tmp_path):
     """The real smoke run (six stages through experiments.run), killed twice and resumed."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user would run it
