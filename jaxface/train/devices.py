@@ -71,7 +71,7 @@ def main_process_first(fn: Callable[[], Any]) -> Any:
     if jax.process_count() == 1:
         return fn()
     result = fn() if jax.process_index() == 0 else None
-    multihost_utils.sync_global_devices("jaxface: main process first")
+    barrier("main process first")
     return result if jax.process_index() == 0 else fn()
 
 

@@ -296,14 +296,12 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         try:
             for step in range(start, stage.num_steps):
                 batch = prefetch.next()
-                previous = unchecked
                 state, metrics, control = step_fn(state, frozen, batch, stop_flags[stop.raised])
                 if sync_each_step:
                     jax.block_until_ready(state)
                 done = step + 1
                 pending.append((done, metrics))
                 # Read the previous step's control only now, so one step stays queued on accelerators.
-                unchecked = previous
                 stop_now = check_unchecked()
                 unchecked = (done, metrics, control)
                 if stop_now and done < stage.num_steps:  # in the last step: finish, stop at the boundary
