@@ -27,6 +27,8 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxface.losses.reduction import global_ratio
+
 
 def _huber(error: jnp.ndarray, delta: float) -> jnp.ndarray:
     absolute = jnp.abs(error)
@@ -88,6 +90,7 @@ def multi_head_attribute_loss(
     *,
     regression_scales: Mapping[str, float] | None = None,
     huber_delta: float = 1.0,
+    axis_name: str | None = None,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Weighted sum of masked per-head losses (formulas in the module docstring).
 
@@ -101,6 +104,8 @@ def multi_head_attribute_loss(
       regression_scales: name -> s_h > 0 dividing prediction and label before the Huber loss (e.g. 10
         for age in years), for regression heads only; missing heads use 1.
       huber_delta: d, where the Huber loss turns from quadratic to linear (on scaled values).
+      axis_name: the device axis of a mapped step: sum_i m_h[i] then runs over the global batch
+        (`jaxface.losses.reduction`), so the loss does not depend on the number of devices.
 
     Returns:
       (total, per_head): the scalar float32 total L and {name: L_h} (unweighted head losses).
@@ -124,7 +129,7 @@ def multi_head_attribute_loss(
         # Unlabelled rows: zero weight and a finite placeholder loss, so they add exactly 0 and pass
         # exactly zero gradient (jnp.where routes no cotangent to the unselected branch).
         per_example = jnp.where(mask > 0, per_example, 0.0)
-        head_loss = jnp.sum(mask * per_example) / jnp.maximum(jnp.sum(mask), 1.0)
+        head_loss = global_ratio(jnp.sum(mask * per_example), jnp.sum(mask), axis_name=axis_name, floor=1.0)
         per_head[name] = head_loss
         total = total + jnp.float32(weights[name]) * head_loss
     return total, per_head

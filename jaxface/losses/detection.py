@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxface.losses.reduction import global_ratio
+
 FOCAL_ALPHA = 2.0
 FOCAL_BETA = 4.0
 PROBABILITY_CLIP = 1e-4
@@ -39,7 +41,7 @@ def _require_keys(name: str, mapping: Mapping, keys: tuple[str, ...]) -> None:
         raise ValueError(f"{name} is missing keys {missing}; required keys are {list(keys)}")
 
 
-def centernet_heatmap_focal_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
+def centernet_heatmap_focal_loss(logits: jax.Array, target: jax.Array, *, axis_name: str | None = None) -> jax.Array:
     """Penalty-reduced pixel-wise focal loss on the centre heatmap (CenterNet eq. 1).
 
     Args:
@@ -57,6 +59,9 @@ def centernet_heatmap_focal_loss(logits: jax.Array, target: jax.Array) -> jax.Ar
 
     The clip follows the reference implementation: it keeps log() finite and, as there, stops the
     gradient for cells already saturated past the clip.
+
+    axis_name: inside a step mapped over devices, the device axis; N is then counted over the
+    global batch (see `jaxface.losses.reduction`), so the loss does not depend on the device count.
 
     Returns:
       scalar float32 loss.
@@ -76,11 +81,11 @@ def centernet_heatmap_focal_loss(logits: jax.Array, target: jax.Array) -> jax.Ar
     )
     # With no positives the positive sum is 0, so dividing by max(N, 1) leaves the negative sum
     # alone: both cases of the formula in one expression, no branch and no division by zero.
-    num_positive = jnp.sum(is_positive)
-    return (positive_loss + negative_loss) / jnp.maximum(num_positive, 1.0)
+    return global_ratio(positive_loss + negative_loss, jnp.sum(is_positive), axis_name=axis_name, floor=1.0)
 
 
-def masked_l1_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+def masked_l1_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, *,
+                   axis_name: str | None = None) -> jax.Array:
     """L1 regression loss at masked cells, summed over channels, averaged over masked cells.
 
     Args:
@@ -94,6 +99,7 @@ def masked_l1_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.A
     number of masked cells, i.e. objects: the paper's L_size = 1/N sum_k |S_hat_pk - s_k|. (The
     reference code's RegL1Loss expands the mask over the K channels before summing it, which divides
     by K*N instead; the value here is K times that one.) An all-zero mask gives exactly 0.
+    With `axis_name` (the device axis of a mapped step) the mask is summed over the global batch.
 
     Returns:
       scalar float32 loss.
@@ -110,7 +116,7 @@ def masked_l1_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.A
     per_cell_error = jnp.sum(
         jnp.abs(jnp.asarray(pred, jnp.float32) - jnp.asarray(target, jnp.float32)), axis=-1
     )
-    return jnp.sum(per_cell_error * mask) / (jnp.sum(mask) + MASK_EPSILON)
+    return global_ratio(jnp.sum(per_cell_error * mask), jnp.sum(mask), axis_name=axis_name, epsilon=MASK_EPSILON)
 
 
 def centernet_loss(
@@ -119,6 +125,7 @@ def centernet_loss(
     *,
     wh_weight: float = 0.1,
     offset_weight: float = 1.0,
+    axis_name: str | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Full CenterNet training loss.
 
@@ -128,6 +135,7 @@ def centernet_loss(
         'mask': [B, H, W] 1 at object centres}.
       wh_weight: weight of the size term (CenterNet's lambda_size, 0.1).
       offset_weight: weight of the sub-pixel offset term (lambda_off, 1).
+      axis_name: the device axis of a mapped step: object counts are then global (every term).
 
       heatmap = centernet_heatmap_focal_loss(heads.heatmap, targets.heatmap)
       wh      = masked_l1_loss(heads.wh, targets.wh, targets.mask)
@@ -140,9 +148,9 @@ def centernet_loss(
     _require_keys("heads", heads, CENTERNET_HEAD_KEYS)
     _require_keys("targets", targets, CENTERNET_TARGET_KEYS)
     terms = {
-        "heatmap": centernet_heatmap_focal_loss(heads["heatmap"], targets["heatmap"]),
-        "wh": masked_l1_loss(heads["wh"], targets["wh"], targets["mask"]),
-        "offset": masked_l1_loss(heads["offset"], targets["offset"], targets["mask"]),
+        "heatmap": centernet_heatmap_focal_loss(heads["heatmap"], targets["heatmap"], axis_name=axis_name),
+        "wh": masked_l1_loss(heads["wh"], targets["wh"], targets["mask"], axis_name=axis_name),
+        "offset": masked_l1_loss(heads["offset"], targets["offset"], targets["mask"], axis_name=axis_name),
     }
     total = terms["heatmap"] + wh_weight * terms["wh"] + offset_weight * terms["offset"]
     return total, terms

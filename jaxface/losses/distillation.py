@@ -19,6 +19,7 @@ from jaxface.losses.detection import (
     _require_same_shape,
     masked_l1_loss,
 )
+from jaxface.losses.reduction import global_ratio
 
 
 def kd_logit_loss(
@@ -106,6 +107,7 @@ def head_distillation_loss(
     heatmap_weight: float = 1.0,
     wh_weight: float = 0.1,
     offset_weight: float = 1.0,
+    axis_name: str | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Distil a teacher's CenterNet head maps into the student's.
 
@@ -113,6 +115,7 @@ def head_distillation_loss(
       student_heads: {'heatmap': [B, H, W, C] logits, 'wh': [B, H, W, 2], 'offset': [B, H, W, 2]}.
       teacher_heads: the same keys and shapes; gradient is stopped.
       center_mask: [B, H, W] (or [B, H, W, 1]), 1 at ground-truth object centres.
+      axis_name: the device axis of a mapped step: the object count is then the global batch's.
 
       heatmap = sum_{b,y,x,c} (sigmoid(student.heatmap) - sigmoid(teacher.heatmap))^2 / max(sum(center_mask), 1)
       wh      = masked_l1_loss(student.wh, teacher.wh, center_mask)
@@ -140,10 +143,10 @@ def head_distillation_loss(
     student_scores = jax.nn.sigmoid(jnp.asarray(student_heads["heatmap"], jnp.float32))
     teacher_scores = jax.nn.sigmoid(jnp.asarray(teacher["heatmap"], jnp.float32))
     terms = {
-        "heatmap": jnp.sum((student_scores - teacher_scores) ** 2)
-        / jnp.maximum(jnp.sum(jnp.asarray(center_mask, jnp.float32)), 1.0),
-        "wh": masked_l1_loss(student_heads["wh"], teacher["wh"], center_mask),
-        "offset": masked_l1_loss(student_heads["offset"], teacher["offset"], center_mask),
+        "heatmap": global_ratio(jnp.sum((student_scores - teacher_scores) ** 2), jnp.sum(center_mask),
+                                axis_name=axis_name, floor=1.0),
+        "wh": masked_l1_loss(student_heads["wh"], teacher["wh"], center_mask, axis_name=axis_name),
+        "offset": masked_l1_loss(student_heads["offset"], teacher["offset"], center_mask, axis_name=axis_name),
     }
     total = (
         heatmap_weight * terms["heatmap"]

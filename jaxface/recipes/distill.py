@@ -137,7 +137,7 @@ def make_detector_step(config, name: str):
             out, stats = _forward_train(model, {"params": params, "batch_stats": state.batch_stats[name]},
                                         batch[image_key])
             loss, terms = centernet_loss(out["heads"], batch, wh_weight=config.loss.wh_weight,
-                                         offset_weight=config.loss.offset_weight)
+                                         offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
             return loss, (stats, terms)
 
         (loss, (stats, terms)), grads = devices.value_and_mean_grad(loss_fn, state.params[name])
@@ -161,7 +161,7 @@ def make_kd_step(config, teachers: tuple[str, ...]):
             out, stats = _forward_train(
                 student, {"params": params["student"], "batch_stats": state.batch_stats["student"]}, batch["image"])
             task, _ = centernet_loss(out["heads"], batch, wh_weight=config.loss.wh_weight,
-                                     offset_weight=config.loss.offset_weight)
+                                     offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
             total, metrics = task, {"task": task}
             for t in teachers:
                 adapted = adapters[t].apply({"params": params[f"adapter_{t}"]}, out["features"])
@@ -169,7 +169,8 @@ def make_kd_step(config, teachers: tuple[str, ...]):
                 head, _ = head_distillation_loss(out["heads"], teacher_out[t]["heads"], batch["mask"],
                                                  heatmap_weight=config.loss.kd_heatmap_weight,
                                                  wh_weight=config.loss.wh_weight,
-                                                 offset_weight=config.loss.offset_weight)
+                                                 offset_weight=config.loss.offset_weight,
+                                                 axis_name=devices.AXIS)
                 total += config.loss[f"feature_weight_{t}"] * feat + config.loss[f"head_weight_{t}"] * head
                 metrics.update({f"feature_{t}": feat, f"head_{t}": head})
             return total, (stats, metrics)

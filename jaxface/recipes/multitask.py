@@ -241,8 +241,8 @@ def stage_data(config, train: ArraySource, heads, subsets) -> ShuffledBatches:
 # --- per-device step function --------------------------------------------------------------------
 def make_step(config, models: dict[str, tuple[tuple[str, ...], bool]]):
     """One optimizer step of every model {name: (heads, decoupling)} of a stage on its masked multi-head
-    loss L = sum_h w_h * (sum_i m_hi l_hi / max(sum_i m_hi, 1)), per device, gradients averaged over
-    devices. Models share nothing, so the gradient of sum_models L is each model's own gradient."""
+    loss L = sum_h w_h * (sum_i m_hi l_hi / max(sum_i m_hi, 1)), the sums over the GLOBAL batch (so the
+    objective does not depend on the device count), gradients averaged over devices. Models share nothing, so the gradient of sum_models L is each model's own gradient."""
     nets = {m: build_net(config, heads, decoupling=decoupling, train=True) for m, (heads, decoupling) in models.items()}
     scales = regression_scales(config)
 
@@ -256,7 +256,8 @@ def make_step(config, models: dict[str, tuple[tuple[str, ...], bool]]):
                 loss, per_head = multi_head_attribute_loss(
                     out, {h: batch[h] for h in heads}, {h: batch[f"mask_{h}"] for h in heads},
                     {h: config.loss.weights[h] for h in heads},
-                    regression_scales={h: scales[h] for h in heads if h in scales}, huber_delta=config.loss.huber_delta)
+                    regression_scales={h: scales[h] for h in heads if h in scales}, huber_delta=config.loss.huber_delta,
+                    axis_name=devices.AXIS)
                 total, stats[m] = total + loss, updates["batch_stats"]
                 metrics.update(per_head)  # head names are unique within a stage
             return total, (stats, metrics)
