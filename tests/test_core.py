@@ -1,9 +1,11 @@
 """The training core's guarantees, on a two-model toy recipe (tests/toy_recipe.py)."""
 
+import dataclasses
 import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -76,13 +78,42 @@ def test_one_device_and_eight_devices_give_the_same_losses(reference, tmp_path):
         np.testing.assert_allclose(one[stage], eight[stage], rtol=2e-5)
 
 
-def test_stop_and_resume_gives_bit_identical_losses(reference, tmp_path):
+def starts(workdir):
+    """[(stage, step it started from)] for every stage start of every run on `workdir`."""
+    return [(r["stage"], r["from_step"]) for r in writers.read_starts(str(workdir))]
+
+
+def lines(workdir, stage):
+    """The steps of `stage` in metrics.jsonl in file order, a resume's replayed steps included."""
+    return [step for name, step in writers.read_metric_lines(str(workdir)) if name == stage]
+
+
+def saved_steps(workdir, stage):
+    return sorted(int(d) for d in os.listdir(workdir / "checkpoints" / stage) if d.isdigit())
+
+
+def test_stop_and_resume_continues_from_the_newest_checkpoint(reference, tmp_path):
     workdir, _ = reference
-    data = InterruptingBatches(at_step=7)
+    data = InterruptingBatches(at_step=7)  # a crash when step 8's batch is read: steps 1-7 are done
     with pytest.raises(Interrupt):
         run(tmp_path, stages=toy_stages(data=data))
-    assert losses(tmp_path)["joint"][:4] == losses(workdir)["joint"][:4]
-    run(tmp_path, stages=toy_stages(data=data))  # resumes from the step-4 checkpoint
+    assert saved_steps(tmp_path, "joint") == [4] and lines(tmp_path, "joint") == list(range(1, 8))
+    run(tmp_path, stages=toy_stages(data=data))
+    # the rerun read the step-4 checkpoint and replayed exactly steps 5-7 before going on
+    assert starts(tmp_path) == [("joint", 0), ("joint", 4), ("student", 0)]
+    assert lines(tmp_path, "joint") == list(range(1, 8)) + list(range(5, 13))
+    assert losses(tmp_path) == losses(workdir)  # bit-identical to the uninterrupted run
+
+
+def test_a_stop_inside_a_later_stage_resumes_that_stage_only(reference, tmp_path):
+    workdir, _ = reference
+    data = InterruptingBatches(at_step=5)
+    with pytest.raises(Interrupt):
+        run(tmp_path, stages=toy_stages(student_data=data))
+    assert saved_steps(tmp_path, "student") == [4] and lines(tmp_path, "student") == [1, 2, 3, 4, 5]
+    run(tmp_path, stages=toy_stages(student_data=data))
+    assert starts(tmp_path) == [("joint", 0), ("student", 0), ("student", 4)]  # joint is not retrained
+    assert lines(tmp_path, "student") == [1, 2, 3, 4, 5, 5, 6]
     assert losses(tmp_path) == losses(workdir)
 
 
@@ -110,43 +141,70 @@ def test_sigterm_checkpoints_the_current_step_and_rerun_continues(reference, tmp
     data = InterruptingBatches(at_step=6, action="sigterm")
     with pytest.raises(loop.Preempted) as err:
         run(tmp_path, stages=toy_stages(data=data))
-    assert "joint" in str(err.value)
-    saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints" / "joint") if d.isdigit())
-    assert saved[-1] >= 5  # the step in flight when the signal came, not only the periodic step 4
+    assert err.value.code == 143 and "joint" in str(err.value)
+    stopped = saved_steps(tmp_path, "joint")[-1]
+    assert stopped > 4  # the step in flight when the signal came, not only the periodic step 4
+    assert f"at step {stopped}: checkpoint written" in str(err.value)
+    assert lines(tmp_path, "joint") == list(range(1, stopped + 1))
     run(tmp_path, stages=toy_stages(data=data))
+    assert starts(tmp_path) == [("joint", 0), ("joint", stopped), ("student", 0)]
+    assert lines(tmp_path, "joint") == list(range(1, 13))  # nothing replayed: the stop step was saved
     assert losses(tmp_path) == losses(workdir)
 
 
-def test_nan_stops_the_run_naming_stage_step_and_metric(reference, tmp_path):
+def _finite_checkpoints(workdir, stage):
+    """{step: whether every saved array of that checkpoint is finite}."""
+    import orbax.checkpoint as ocp
+
+    out = {}
+    for step in saved_steps(workdir, stage):
+        tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / stage / str(step) / "default"))
+        floats = [np.asarray(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+        out[step] = all(np.isfinite(x).all() for x in floats)
+    return out
+
+
+@pytest.mark.parametrize("where, at, message, kept", [
+    ("metric", 8, r"stage joint: metric 'loss' is nan at step 8", [4]),  # a checkpoint step
+    ("metric", 12, r"stage joint: metric 'loss' is nan at step 12", [4, 8]),  # the stage's last step
+    ("params", 8, r"stage joint: parameters or BatchNorm statistics are not finite at step 8", [4]),
+], ids=["metric_at_checkpoint_step", "metric_at_last_step", "params_at_checkpoint_step"])
+def test_nan_stops_the_run_and_nothing_poisoned_is_saved(reference, tmp_path, where, at, message, kept):
     stages = toy_stages()
     good_step = stages[0].step
 
     def poisoned_step(state, frozen, batch, rng):
         state, metrics = good_step(state, frozen, batch, rng)
-        poison = jax.numpy.where(state.step >= 6, jax.numpy.nan, 0.0)
+        poison = jnp.where(state.step == at, jnp.nan, 0.0)
+        if where == "params":  # the loss of this step is finite: only the update is poisoned
+            return state.replace(params=jax.tree.map(lambda p: p + poison, state.params)), metrics
         return state, {**metrics, "loss": metrics["loss"] + poison}
 
-    import dataclasses
     stages[0] = dataclasses.replace(stages[0], step=poisoned_step)
-    with pytest.raises(loop.NonFiniteLossError, match=r"stage joint: metric 'loss' is nan at step 6"):
+    with pytest.raises(loop.NonFiniteLossError, match=message):
         run(tmp_path, stages=stages)
-    saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints" / "joint") if d.isdigit())
-    assert saved == [4]  # nothing saved after the poisoned step
-    run(tmp_path)  # the rerun (poison removed) starts from the last good state, not a poisoned one
+    assert _finite_checkpoints(tmp_path, "joint") == {step: True for step in kept}
+    run(tmp_path)  # the rerun (poison removed) starts from the last finite checkpoint
+    assert starts(tmp_path)[:2] == [("joint", 0), ("joint", kept[-1])]
     assert losses(tmp_path) == losses(reference[0])
 
 
-def test_corrupted_newest_checkpoint_falls_back_to_previous(reference, tmp_path):
+def test_corrupted_newest_checkpoint_falls_back_to_previous(reference, tmp_path, caplog):
     workdir, _ = reference
     data = InterruptingBatches(at_step=10)
     with pytest.raises(Interrupt):
         run(tmp_path, stages=toy_stages(data=data))
     ckpt_dir = tmp_path / "checkpoints" / "joint"
-    assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == [4, 8]
+    assert saved_steps(tmp_path, "joint") == [4, 8]
     for root, _, files in os.walk(ckpt_dir / "8"):
         for f in files:  # truncate every file of the newest checkpoint
             open(os.path.join(root, f), "wb").close()
-    run(tmp_path, stages=toy_stages(data=data))
+    with caplog.at_level("WARNING"):
+        run(tmp_path, stages=toy_stages(data=data))
+    assert any("joint/8 is unreadable" in r.getMessage() and "falling back to the previous one" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert starts(tmp_path)[1] == ("joint", 4)  # step 4, neither the corrupted 8 nor a fresh start
+    assert lines(tmp_path, "joint") == list(range(1, 11)) + list(range(5, 13))
     assert losses(tmp_path) == losses(workdir)
 
 

@@ -64,7 +64,8 @@ def distill_step(state, frozen, batch, rng):
     return state.apply_gradients({"student": grads}), {"loss": loss}
 
 
-def toy_stages(steps=(12, 6), batch_size=16, seed=0, data=None):
+def toy_stages(steps=(12, 6), batch_size=16, seed=0, data=None, student_data=None):
+    """The two stages; `data` feeds both unless the student stage gets `student_data`."""
     data = data or ShuffledBatches(toy_data(), global_batch_size=batch_size, seed=seed)
     x0 = jnp.zeros((1, 4))
 
@@ -80,5 +81,5 @@ def toy_stages(steps=(12, 6), batch_size=16, seed=0, data=None):
         Stage(name="joint", init=init_joint, optimizers={"enc": optax.sgd(0.1, momentum=0.9), "dec": optax.adam(1e-2)},
               step=joint_step, data=data, num_steps=steps[0]),
         Stage(name="student", init=init_student, optimizers={"student": optax.adam(1e-2)}, step=distill_step,
-              data=data, num_steps=steps[1], frozen=lambda load: load("joint")),
+              data=student_data or data, num_steps=steps[1], frozen=lambda load: load("joint")),
     ]

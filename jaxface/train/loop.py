@@ -249,6 +249,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         start = int(jax.device_get(state.step))
         if start:
             logging.info("[%s] resuming at step %d of %d", stage.name, start, stage.num_steps)
+        writer.record_start(stage.name, start, stage.num_steps, mesh.devices.size)
         progress = Progress(stage.num_steps, start, data.global_batch_size)
         pending: list[tuple[int, dict]] = []  # metrics still on device, fetched in groups
         last: dict[str, float] = {}
@@ -317,6 +318,12 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 if jax.process_index() == 0 and (progress.due(options.log_every_seconds) or done == stage.num_steps):
                     flush()
                     logging.info(progress.line(stage.name, done, last))
+        except BaseException:
+            try:  # the steps trained before a crash stay in metrics.jsonl (a resume replays them again)
+                flush()
+            except Exception as e:  # noqa: BLE001  (the original error matters more)
+                logging.warning("could not log the last steps' metrics: %s", e)
+            raise
         finally:
             prefetch.close()
         save(force=True)  # a stop asked for in the last step ends the run at the next stage boundary

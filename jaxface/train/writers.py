@@ -2,6 +2,8 @@
 
 - `metrics.jsonl`: one line per step {"stage", "step", metric: value, ...}; on a resume the replayed
   steps are appended again, and readers keep the last line of each (stage, step).
+- `starts.jsonl`: one line each time a run starts training a stage {"stage", "from_step", "num_steps",
+  "devices", "processes", "time"}: from_step 0 is a fresh start, > 0 the checkpoint a resume read.
 - `tensorboard/<stage>/`: TensorBoard event files (tensorboardX: no TensorFlow needed).
 - `results.json` / `results.md`: the recipe's results table, written through `write_results`.
 """
@@ -41,6 +43,15 @@ class MetricWriter:
                 tb.add_scalar(k, v, step)
         self._jsonl.flush()
 
+    def record_start(self, stage: str, from_step: int, num_steps: int, num_devices: int) -> None:
+        """Appends to `starts.jsonl` that this run trains `stage` from step `from_step` (0 = fresh)."""
+        if not self.enabled:
+            return
+        record = {"stage": stage, "from_step": from_step, "num_steps": num_steps, "devices": num_devices,
+                  "processes": jax.process_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with open(os.path.join(self.workdir, "starts.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
     def flush(self) -> None:
         if self.enabled:
             self._jsonl.flush()
@@ -57,17 +68,27 @@ class MetricWriter:
 def read_metrics(workdir: str) -> dict[str, dict[int, dict]]:
     """metrics.jsonl -> {stage: {step: metrics}}, the last record of a step winning (resumes replay steps)."""
     out: dict[str, dict[int, dict]] = {}
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            stage, step = rec.pop("stage"), rec.pop("step")
-            out.setdefault(stage, {})[step] = rec
+    for rec in _read_jsonl(os.path.join(workdir, "metrics.jsonl")):
+        stage, step = rec.pop("stage"), rec.pop("step")
+        out.setdefault(stage, {})[step] = rec
     return out
+
+
+def read_starts(workdir: str) -> list[dict]:
+    """starts.jsonl as a list of records, oldest first (see `MetricWriter.record_start`)."""
+    return _read_jsonl(os.path.join(workdir, "starts.jsonl"))
+
+
+def read_metric_lines(workdir: str) -> list[tuple[str, int]]:
+    """(stage, step) of every line of metrics.jsonl in file order, replayed steps included."""
+    return [(rec["stage"], rec["step"]) for rec in _read_jsonl(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def format_duration(seconds: float) -> str:
