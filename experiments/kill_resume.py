@@ -1,9 +1,11 @@
 r"""Kill -9 a training run at random moments, restart it each time, and check that it still finishes
-bit-identical to an uninterrupted run (every stage's final parameters and every logged loss).
+bit-identical to an uninterrupted run (every stage's final parameters and every logged loss), and that
+every restart resumed from the newest checkpoint on disk rather than retraining (from `starts.jsonl`).
 
   python -m experiments.kill_resume --config=configs/distill.py:smoke --trials=20 --kills=3
 
-Prints one line per trial and the count of identical finishes (target: all of them).
+Prints one line per trial, with the stage and step each restart resumed from, and the counts of
+identical finishes and of restarts that resumed where they should (target: all of them).
 """
 
 import json
@@ -19,7 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxface.train.checkpoints import StageCheckpoints, quiet_orbax
-from jaxface.train.writers import read_metrics
+from jaxface.train.writers import read_metrics, read_starts
 
 _CONFIG = flags.DEFINE_string("config", "configs/distill.py:smoke", "Config (path.py:variant) to run.")
 _TRIALS = flags.DEFINE_integer("trials", 20, "Number of killed-and-resumed runs.")
@@ -47,6 +49,34 @@ def final_params(workdir: str) -> dict:
     return out
 
 
+def newest_checkpoints(workdir: str) -> dict[str, int]:
+    """{stage: newest complete checkpoint step on disk} (orbax renames a checkpoint into place when complete)."""
+    root = os.path.join(workdir, "checkpoints")
+    stages = os.listdir(root) if os.path.isdir(root) else []
+    return {s: max([int(d) for d in os.listdir(os.path.join(root, s)) if d.isdigit()], default=0) for s in stages}
+
+
+def restart(workdir: str, until_steps: int | None) -> tuple[list[str], bool, bool]:
+    """Runs the command on `workdir`, SIGKILLed once `until_steps` steps are logged (None: to the end).
+    Returns (['stage@step' it started each stage from], whether each start was the newest checkpoint
+    on disk before the restart, whether it was killed)."""
+    expected, known = newest_checkpoints(workdir), len(read_starts(workdir))
+    if until_steps is None:
+        subprocess.run(run_command(workdir), check=True, capture_output=True)
+        killed = False
+    else:
+        proc = subprocess.Popen(run_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and finished_steps(workdir) < until_steps:
+            time.sleep(0.05)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    records = read_starts(workdir)[known:]
+    where = [f"{r['stage']}@{r['from_step']}" for r in records]
+    return where, all(r["from_step"] == expected.get(r["stage"], 0) for r in records), killed
+
+
 def identical(a: dict, b: dict) -> bool:
     la, lb = jax.tree.leaves_with_path(a), jax.tree.leaves_with_path(b)
     return len(la) == len(lb) and all(pa == pb and np.array_equal(np.asarray(x), np.asarray(y))
@@ -67,25 +97,25 @@ def main(argv):
     print(f"reference run: {total_steps} logged steps in {time.time() - t0:.0f} s ({root})", flush=True)
 
     rng = np.random.default_rng(_SEED.value)
-    same = 0
+    same = restarts = resumed_right = 0
     for trial in range(_TRIALS.value):
         workdir = os.path.join(root, f"trial{trial}")
-        kills = 0
-        for target in sorted(rng.integers(1, total_steps, size=_KILLS.value)):
-            proc = subprocess.Popen(run_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while proc.poll() is None and finished_steps(workdir) < target:
-                time.sleep(0.05)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
-        subprocess.run(run_command(workdir), check=True, capture_output=True)
+        kills, report = 0, []
+        targets = sorted(rng.integers(1, total_steps, size=_KILLS.value))
+        for n, target in enumerate([*targets, None]):
+            where, right, killed = restart(workdir, target)
+            kills += killed
+            if n:  # the first run starts fresh; every later one is a restart
+                restarts += 1
+                resumed_right += right
+                report.append(f"restart {n}: {' '.join(where) or '-'}{'' if right else ' (NOT the newest checkpoint)'}")
         ok = identical(final_params(workdir), ref_params) and read_metrics(workdir) == ref_losses
         same += ok
-        print(f"trial {trial}: {kills} kills, {'identical' if ok else 'DIFFERENT'} "
+        print(f"trial {trial}: {kills} kills, {'identical' if ok else 'DIFFERENT'}; {'; '.join(report)} "
               f"({time.time() - t0:.0f} s so far)", flush=True)
     print(json.dumps({"config": _CONFIG.value, "trials": _TRIALS.value, "kills_per_trial": _KILLS.value,
-                      "identical_finishes": same}))
+                      "identical_finishes": same, "restarts": restarts,
+                      "restarts_from_newest_checkpoint": resumed_right}))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from jaxface.train import writers
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
 
@@ -26,6 +28,13 @@ def steps_logged(workdir):
     return sum(1 for line in open(path) if line.strip())
 
 
+def newest_checkpoints(workdir):
+    """{stage: newest finished checkpoint step on disk} (orbax writes into a tmp dir, renamed when complete)."""
+    root = os.path.join(workdir, "checkpoints")
+    stages = os.listdir(root) if os.path.isdir(root) else []
+    return {s: max([int(d) for d in os.listdir(os.path.join(root, s)) if d.isdigit()], default=0) for s in stages}
+
+
 def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
     reference = tmp_path / "reference"
     proc = start(reference)
@@ -33,9 +42,21 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
 
     workdir = tmp_path / "killed"
     rng = np.random.default_rng(0)
-    kills = 0
+    kills, resumed_from = 0, []
+
+    def start_and_check_resume_step():
+        """Starts a restart; returns (process, check) where check() asserts that every stage it started
+        began at that stage's newest checkpoint as it was on disk before the restart (0 if none)."""
+        expected, known = newest_checkpoints(workdir), len(writers.read_starts(str(workdir)))
+
+        def check():
+            for record in writers.read_starts(str(workdir))[known:]:
+                assert record["from_step"] == expected.get(record["stage"], 0), (record, expected)
+                resumed_from.append(record["from_step"])
+        return start(workdir), check
+
     for target in sorted(rng.choice(np.arange(4, 2 * STEPS - 4), size=3, replace=False)):
-        proc = start(workdir)
+        proc, check = start_and_check_resume_step()
         deadline = time.time() + 300
         while steps_logged(workdir) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
@@ -43,9 +64,12 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(tmp_path):
             proc.kill()  # SIGKILL: no handler runs, async checkpoint writes may be cut mid-way
             proc.wait()
             kills += 1
-    proc = start(workdir)
+        check()
+    proc, check = start_and_check_resume_step()
     assert proc.wait(timeout=300) == 0, proc.stdout.read()[-3000:]
+    check()
     assert kills >= 2
+    assert any(step > 0 for step in resumed_from), resumed_from  # restarts resumed, not retrained from 0
     np.testing.assert_array_equal(np.load(workdir / "final_kernel.npy"), np.load(reference / "final_kernel.npy"))
     last = {}
     for line in open(workdir / "metrics.jsonl"):
@@ -65,3 +89,4 @@ def test_kill_resume_script_on_the_distill_smoke_config(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["identical_finishes"] == summary["trials"] == 1, proc.stdout
+    assert summary["restarts_from_newest_checkpoint"] == summary["restarts"] == 2, proc.stdout
