@@ -339,3 +339,75 @@ def test_save_bar_chart_writes_png(tmp_path):
     assert_png(path)
     with pytest.raises(ValueError, match="at least one"):
         plots.save_bar_chart(tmp_path / "bad.png", {}, title="t", ylabel="y")
+
+
+# ------------------------------------------------------------------- padded last eval batch
+
+
+def tiny_predict_fn():
+    """A flax Dense layer: inputs 'x' [B, 5] -> {'logits': [B, 2], 'score': [B]}."""
+    import flax.linen as nn
+
+    model = nn.Dense(2)
+    variables = model.init(jax.random.key(0), np.zeros((1, 5), np.float32))
+
+    def predict(variables, batch):
+        logits = model.apply(variables, batch["x"])
+        return {"logits": logits, "score": logits.sum(-1)}
+
+    return predict, variables
+
+
+@pytest.mark.parametrize("n", [13, 5, 16])
+def test_predict_split_of_a_partial_last_batch_equals_one_unpadded_call(n):
+    from jaxface.data.pipeline import ArraySource
+    from jaxface.train import devices
+    from jaxface.train.predict import Predictor
+
+    mesh = devices.make_mesh()
+    assert mesh.devices.size == 8  # the suite's 8 simulated devices: each holds one row of a batch of 8
+    predict, variables = tiny_predict_fn()
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    ids = np.arange(100, 100 + n)
+    predictor = Predictor(predict, variables, mesh, batch_size=8)
+    out = predictor.predict_split(ArraySource({"x": x, "id": ids}), keep_inputs=("id",))
+    reference = jax.device_get(jax.jit(predict)(variables, {"x": x}))  # all n rows at once, no padding
+    assert set(out) == {"logits", "score", "id"}
+    assert out["logits"].shape == (n, 2) and out["score"].shape == (n,)
+    np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out["score"], reference["score"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out["id"], ids)  # inputs kept alongside: the same n rows, in order
+    # a limit stops at that example, inside a batch
+    limited = predictor.predict_split(ArraySource({"x": x, "id": ids}), limit=n - 2, keep_inputs=("id",))
+    np.testing.assert_array_equal(limited["id"], ids[:n - 2])
+    np.testing.assert_allclose(limited["logits"], reference["logits"][:n - 2], rtol=1e-6, atol=1e-6)
+
+
+def test_padded_rows_do_not_reach_the_metric():
+    """The recipes compute metrics on `predict_split`'s outputs (multitask: `attribute_metric` against the
+    split's labels; distill: AP against the kept ground truth). The last batch of 13 examples at batch 8 is
+    padded with 3 copies of example 12, which is known and predicted right: counted, they would move the
+    accuracy from 6/12 to 9/15."""
+    from configs import multitask as multitask_config
+    from jaxface.data.pipeline import ArraySource
+    from jaxface.recipes import multitask
+    from jaxface.train import devices
+    from jaxface.train.predict import Predictor
+
+    n = 13
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1], np.int32)
+    right = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1], bool)  # rows 0-5 and 12 predicted right
+    known = np.ones(n, np.float32)
+    known[3] = 0.0  # a right prediction without a label: 6 right of 12 known
+    predicted = np.where(right, labels, 1 - labels)
+    logits_in = np.eye(2, dtype=np.float32)[predicted]  # one-hot of the predicted class
+    predictor = Predictor(lambda variables, batch: {"logits": batch["x"] * variables["scale"]},
+                          {"scale": np.float32(2.0)}, devices.make_mesh(), batch_size=8)
+    out = predictor.predict_split(ArraySource({"x": logits_in, "gender": labels, "known": known}),
+                                  keep_inputs=("gender", "known"))
+    config = multitask_config.get_config("smoke")
+    accuracy = multitask.attribute_metric(config, "gender", out["logits"], out["gender"], out["known"])
+    assert accuracy == 50.0
+    # and against the split's own labels, as multitask.evaluate does
+    assert multitask.attribute_metric(config, "gender", out["logits"], labels, known) == 50.0

@@ -17,17 +17,14 @@ from jaxface.train import loop
 
 
 @pytest.fixture(scope="module")
-def smoke_config(tmp_path_factory):
-    config = multitask_config.get_config("smoke")
-    config.data.data_dir = str(tmp_path_factory.mktemp("faces_tfds"))
-    return config
+def smoke_config(multitask_smoke_run):
+    return multitask_smoke_run[2]
 
 
 @pytest.fixture(scope="module")
-def smoke_run(smoke_config, tmp_path_factory):
-    """`configs/multitask.py:smoke` trained and evaluated in-process on 8 devices: (workdir, results)."""
-    workdir = tmp_path_factory.mktemp("multitask_smoke")
-    return workdir, multitask.train_and_evaluate(smoke_config, str(workdir))
+def smoke_run(multitask_smoke_run):
+    """The session's `configs/multitask.py:smoke` run (tests/conftest.py): (workdir, results)."""
+    return multitask_smoke_run[:2]
 
 
 def test_smoke_run_writes_results_for_every_arm(smoke_run):
@@ -57,6 +54,53 @@ def test_smoke_run_writes_results_for_every_arm(smoke_run):
     stage3 = next(line for line in lines if line["stage"] == "stage3")
     assert set(stage1) - {"stage", "step", "loss"} == set(sf.INDEPENDENT_ATTRIBUTES)
     assert set(stage3) - {"stage", "step", "loss"} == set(multitask.HEADS)
+
+
+def formatted(value):
+    """A results.md cell as `jaxface.train.writers` documents it: floats to 4 significant digits (n/a for
+    NaN; thousands separators and no decimals from 10,000 up), ints with thousands separators."""
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def test_results_md_holds_the_results_table_and_the_claim(smoke_run):
+    workdir, _ = smoke_run
+    saved = json.load(open(workdir / "results.json"))
+    md = (workdir / "results.md").read_text()
+    accuracy_heads, mae_heads = ("gender", "smile", "quality", "mask", "glasses"), ("age", "face_value")
+    columns = ["arm", "models", "params", "gender acc %", "age MAE", "smile acc %", "quality acc %", "face_value MAE",
+               "mask acc %", "glasses acc %", "pose MAE", "images/s"]
+    assert saved["columns"] == columns
+    # the single-task arm has no pose head: an empty cell
+    table = ("| " + " | ".join(columns) + " |\n|" + "---|" * 12 + "\n"
+             + "".join("| " + " | ".join(formatted(row.get(c, "")) for c in columns) + " |\n" for row in saved["rows"]))
+    head = "# Multi-task face attributes on synthetic_faces (28x28, test split)\n\n" + table
+    assert md.startswith(head), md
+    lines = md.splitlines()
+    assert [l.split(" | ")[0] for l in lines[4:8]] == ["| " + arm for arm in multitask.ARMS]
+    assert lines[4].split(" | ")[-2] == "" and lines[4].startswith("| single-task (7 models) | 7 | ")
+    # the summary and the claim line, from the table's rows
+    rows = {r["arm"]: r for r in saved["rows"]}
+    single, full = rows["single-task (7 models)"], rows["staged + decoupling (full)"]
+    gaps = {f"{h} acc %": full[f"{h} acc %"] - single[f"{h} acc %"] for h in accuracy_heads}
+    gaps.update({f"{h} MAE": full[f"{h} MAE"] - single[f"{h} MAE"] for h in mae_heads})
+    speedup = full["images/s"] / single["images/s"]
+    assert saved["summary"]["gap_full_minus_single"] == gaps
+    assert saved["summary"]["speedup_vs_single_task"] == speedup
+    assert saved["summary"]["all_accuracies_within_1_point"] == all(gaps[f"{h} acc %"] >= -1.0 for h in accuracy_heads)
+    notes = md[len(head):].strip("\n").split("\n\n")
+    assert notes[0] == (
+        f"Seed 000 claim: one model reads all attributes faster than one model per attribute without losing "
+        f"accuracy. Full method vs single-task: {speedup:.2f}x images/s; accuracy gaps (points, full - single): "
+        + ", ".join(f"{h} {gaps[f'{h} acc %']:+.2f}" for h in accuracy_heads)
+        + "; MAE gaps (full - single, lower is better): "
+        + ", ".join(f"{h} {gaps[f'{h} MAE']:+.2f}" for h in mae_heads) + ".")
+    config = multitask_config.get_config("smoke")
+    assert len(notes) == 2 and notes[1].startswith(
+        f"images/s: jitted inference of all attributes at batch {config.eval.batch_size} on 8 device(s)")
 
 
 def _flat(tree):
@@ -183,3 +227,34 @@ def test_bad_configuration_is_refused_with_a_clear_line(key, value, message):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="allowed: default, smoke, full112, celeb_a"):
         multitask_config.get_config("tiny")
+
+
+def test_attribute_metric_counts_only_examples_with_a_known_label():
+    config = multitask_config.get_config("smoke")
+    # quality: 3 classes. argmax per row: 2, 0, 1, 1, 0, 2; labels 2, 0, 0, 1, 2, 2.
+    # Correct: rows 0, 1, 3, 5; wrong: rows 2, 4. Known: rows 0, 2, 3, 4 (rows 1 and 5, both correct,
+    # have no label) -> 2 of 4 known rows right = 50 %. Counting every row would give 4/6 = 66.7 %.
+    logits = np.array([[0.1, 0.2, 0.9], [3.0, -1.0, 0.0], [0.0, 5.0, 1.0],
+                       [-2.0, 1.0, 0.5], [0.3, 0.2, 0.1], [0.0, 0.0, 0.4]], np.float32)
+    labels = np.array([2, 0, 0, 1, 2, 2], np.int32)
+    known = np.array([1, 0, 1, 1, 1, 0], np.float32)
+    assert multitask.attribute_metric(config, "quality", logits, labels, known) == 50.0
+    # gender, 2 classes: argmax 1, 0, 0; labels 1, 1, 0; the wrong row 1 is unknown -> 100 %
+    assert multitask.attribute_metric(config, "gender", np.array([[0.0, 1.0], [2.0, 1.0], [1.0, -1.0]]),
+                                      np.array([1, 1, 0]), np.array([1.0, 0.0, 1.0])) == 100.0
+    # age (regression, years): |30-32| = 2, |25-25| = 0, |40-35| = 5 over the known rows; the unknown
+    # row's error of 50 is ignored -> 7/3 (with it: 57/4).
+    age = multitask.attribute_metric(config, "age", np.array([30.0, 25.0, 40.0, 10.0], np.float32),
+                                     np.array([32.0, 25.0, 35.0, 60.0], np.float32),
+                                     np.array([1.0, 1.0, 1.0, 0.0], np.float32))
+    assert age == pytest.approx(7.0 / 3.0, rel=1e-6)
+    # pose (regression, 3 angles): mean over the angles of the known rows 0 and 2:
+    # row 0 errors 1, 2, 3; row 2 errors 0, 4, 2 -> 12 / 6 = 2; the unknown row 1 (errors 90) is ignored.
+    pose = multitask.attribute_metric(
+        config, "pose", np.array([[10.0, 0.0, -5.0], [90.0, 90.0, 90.0], [0.0, 4.0, 2.0]], np.float32),
+        np.array([[11.0, 2.0, -2.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32),
+        np.array([1.0, 0.0, 1.0], np.float32))
+    assert pose == pytest.approx(2.0, rel=1e-6)
+    # no known label at all: NaN, not 0 and not an error
+    assert np.isnan(multitask.attribute_metric(config, "gender", logits[:, :2], labels % 2, np.zeros(6, np.float32)))
+    assert np.isnan(multitask.attribute_metric(config, "age", np.ones(3), np.ones(3), np.zeros(3)))

@@ -44,8 +44,10 @@ def validate_config(config) -> None:
         if value < (0 if key == "warmup_steps" else 1):
             raise ValueError(f"config.train.{key}={value} must be positive")
     for stage, steps in config.train.steps.items():
-        if steps <= 0:
-            raise ValueError(f"config.train.steps.{stage}={steps} must be a positive number of steps")
+        # the schedule warms up for min(warmup, steps - 1) + 1 steps and needs at least one step after
+        if steps < config.train.warmup_steps + 2:
+            raise ValueError(f"config.train.steps.{stage}={steps} must be at least config.train.warmup_steps + 2 = "
+                             f"{config.train.warmup_steps + 2} (warmup, then at least one step of decay)")
     check_dataset_name(config.data.name, ("synthetic_gestures",))
     if config.data.builder_config not in synthetic_gestures.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
