@@ -55,6 +55,19 @@ def flag_or_env(flag, env_name: str, kind=str):
         raise ValueError(f"${env_name}={os.environ[env_name]!r} must be an integer") from None
 
 
+def config_recipe(config) -> str:
+    """The config's recipe name; a config file that failed to load is a one-line error (ml_collections
+    defers the failure to the first access)."""
+    try:
+        return config.recipe
+    except OSError:
+        path = config_flags.get_config_filename(flags.FLAGS["config"])
+        configs = sorted(f"configs/{f}" for f in os.listdir("configs") if f.endswith(".py") and f[0] != "_") \
+            if os.path.isdir("configs") else []
+        hint = f"; configs here: {', '.join(configs)}" if configs else " (run from the repository root)"
+        raise ValueError(f"--config={path} could not be loaded (no such file?){hint}") from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -71,7 +84,9 @@ def main(argv):
     config = _CONFIG.value
     workdir = os.path.abspath(_WORKDIR.value)
     try:
-        recipe = get_recipe(config.recipe)
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise ValueError(f"--workdir={_WORKDIR.value} is an existing file, not a directory")
+        recipe = get_recipe(config_recipe(config))
         # First: jax.distributed must start before anything touches a device (validation may).
         devices.initialize_distributed(flag_or_env(_COORDINATOR, "JAXFACE_COORDINATOR_ADDRESS"),
                                        flag_or_env(_NUM_PROCESSES, "JAXFACE_NUM_PROCESSES", int),
