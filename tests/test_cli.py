@@ -40,7 +40,21 @@ def error_lines(stderr: str) -> list[str]:
     return [l for l in stderr.splitlines() if l.startswith("error:")]
 
 
-# --- 2: configuration error: tests/test_distill.py (one line on stderr, exit code 2, nothing written)
+# --- 2: configuration error (overrides: tests/test_distill.py) -----------------------------------
+@pytest.mark.parametrize("config, workdir_is_file, message", [
+    ("configs/nothere.py", False, "error: --config=configs/nothere.py could not be loaded (no such file?); "
+                                  "configs here: configs/distill.py, configs/multitask.py"),
+    ("configs/distill.py:smoke", True, "is an existing file, not a directory"),
+], ids=["missing_config_file", "workdir_is_a_file"])
+def test_bad_command_line_exits_2_with_one_line(tmp_path, config, workdir_is_file, message):
+    workdir = tmp_path / "run"
+    if workdir_is_file:
+        workdir.write_text("not a directory")
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", f"--config={config}", f"--workdir={workdir}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
+    assert workdir.is_file() if workdir_is_file else not workdir.exists()
 
 
 # --- 3: workdir in use ---------------------------------------------------------------------------
