@@ -103,13 +103,14 @@ def main(argv):
     logging.info("config:\n%s", config)
     try:
         with loop.WorkdirLock(workdir):
-            if jax.process_index() == 0:
-                with open(os.path.join(workdir, "config.json"), "w") as f:
-                    f.write(config.to_json_best_effort(indent=1))
+            # the recipe writes config.json once the workdir's finished stages are known to match it
             results = recipe.train_and_evaluate(config, workdir, mesh=mesh)
     except loop.WorkdirBusyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except loop.ConfigChangedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except loop.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(4)

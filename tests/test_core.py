@@ -215,3 +215,26 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
                 pass
     with loop.WorkdirLock(str(tmp_path)):  # released: usable again
         pass
+
+
+def test_a_rerun_that_changes_a_started_stage_is_refused(tmp_path):
+    def stages(lr, data=None):
+        joint, student = toy_stages(data=data)
+        return [dataclasses.replace(joint, fingerprint={"train.learning_rate": lr, "seed": 0}),
+                dataclasses.replace(student, fingerprint={"train.learning_rate": lr, "seed": 0, "steps": 6})]
+
+    data = InterruptingBatches(at_step=5)
+    with pytest.raises(Interrupt):  # 'joint' started (checkpoint at step 4), not finished
+        loop.run_stages(stages(0.1, data), workdir=str(tmp_path), options=OPTIONS, config_json='{"lr": 0.1}')
+    record = (tmp_path / "config.json").read_text()
+    for lr in (0.5, "0.1"):  # a changed value, and a changed type
+        with pytest.raises(loop.ConfigChangedError, match=r"^stage joint in .* was trained with another config: "
+                                                          r"train.learning_rate: 0.1 -> .*; rerun with the original "
+                                                          r"config, or choose a new --workdir"):
+            loop.run_stages(stages(lr), workdir=str(tmp_path), options=OPTIONS, config_json='{"lr": 0.5}')
+    assert (tmp_path / "config.json").read_text() == record  # the workdir's record still matches its models
+    assert starts(tmp_path) == [("joint", 0)]  # nothing trained by the refused runs
+    loop.run_stages(stages(0.1), workdir=str(tmp_path), options=OPTIONS)  # the original config resumes
+    assert starts(tmp_path) == [("joint", 0), ("joint", 4), ("student", 0)]
+    with pytest.raises(loop.ConfigChangedError, match=r"stage joint .*train.learning_rate: 0.1 -> 0.2"):
+        loop.run_stages(stages(0.2), workdir=str(tmp_path), options=OPTIONS)  # and a finished stage too

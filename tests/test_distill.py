@@ -121,3 +121,18 @@ def test_bad_distributed_settings_fail_with_one_line_and_write_nothing(tmp_path,
     proc = run_cli("--config=configs/distill.py:smoke", f"--workdir={workdir}", env=env)
     assert proc.returncode == 2 and f"error: {message}" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not workdir.exists()
+
+
+def test_rerun_with_a_changed_config_is_refused_and_the_record_kept(distill_smoke_run, gestures_data_dir):
+    workdir, _ = distill_smoke_run
+    record = (workdir / "config.json").read_text()
+    assert json.loads(record)["train"]["learning_rate"] == 0.01
+    proc = run_cli("--config=configs/distill.py:smoke", f"--workdir={workdir}", f"--config.data.data_dir={gestures_data_dir}",
+                   "--config.train.learning_rate=0.5")
+    # found after start-up (the log lines before it are the run's usual INFO lines): one error line, last
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert errors[0].startswith(f"error: stage teacher_big in {workdir} was trained with another config: "
+                                f"train.learning_rate: 0.01 -> 0.5;"), errors[0]
+    assert (workdir / "config.json").read_text() == record

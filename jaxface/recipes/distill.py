@@ -28,7 +28,7 @@ from jaxface.losses import centernet_loss, feature_distillation_loss, head_disti
 from jaxface.models import CenterNet, FeatureAdapter, param_count
 from jaxface.train import checkpoints, devices, loop, writers
 from jaxface.train.predict import Predictor
-from jaxface.train.stages import Stage
+from jaxface.train.stages import Stage, config_fingerprint
 
 TEACHERS = ("big", "hr")
 # model -> the image it sees
@@ -190,6 +190,26 @@ def _init_detector(config, name: str, rng) -> dict:
     return init(rng, jnp.zeros((1, size, size, 3), jnp.uint8))
 
 
+# Config keys that shape every stage; each stage adds its models, its length and what it reads.
+SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.resolution_factor", "data.train_split",
+               "models.compute_dtype", "train.batch_size", "train.learning_rate", "train.weight_decay",
+               "train.warmup_steps", "loss.wh_weight", "loss.offset_weight")
+
+
+def stage_fingerprint(config, name: str, reused: Sequence[str] = ()) -> dict:
+    """The config values that shape stage `name` (`Stage.fingerprint`): a distilled student also depends
+    on its teachers' (or on the checkpoint a reused teacher is read from)."""
+    keys = [*SHARED_KEYS, f"train.steps.{name}"]
+    if name in KD_STAGES:
+        keys += ["models.student", "loss"]
+        for t in KD_STAGES[name]:
+            keys += [f"teachers.{t}_checkpoint"] if f"teacher_{t}" in reused else [f"train.steps.teacher_{t}"]
+            keys.append(f"models.teacher_{t}")
+    else:
+        keys.append(f"models.{name}")
+    return config_fingerprint(config, keys)
+
+
 def make_stages(config, train_source, reused: Sequence[str] = ()) -> list[Stage]:
     """The six stages, less the teacher stages in `reused` (loaded from earlier runs instead)."""
     steps = config.train.steps
@@ -211,7 +231,7 @@ def make_stages(config, train_source, reused: Sequence[str] = ()) -> list[Stage]
             init=lambda rng, load, name=name: {name: _init_detector(
                 config, name, student_key if name == "student" else rng)},
             optimizers={name: _optimizer(config, steps[name])},
-            data=data((IMAGE_KEY[name],))))
+            data=data((IMAGE_KEY[name],)), fingerprint=stage_fingerprint(config, name)))
     for name, teachers in KD_STAGES.items():
         def init(rng, load, teachers=teachers):
             out = {"student": _init_detector(config, "student", student_key)}
@@ -228,7 +248,8 @@ def make_stages(config, train_source, reused: Sequence[str] = ()) -> list[Stage]
             optimizers={m: _optimizer(config, steps[name]) for m in ["student"] + [f"adapter_{t}" for t in teachers]},
             frozen=lambda load, teachers=teachers: {t: load(f"teacher_{t}")[f"teacher_{t}"] for t in teachers},
             data=data(keep_hr if "hr" in teachers else ("image",)),
-            export=("student",)))  # adapters are dropped at export
+            export=("student",),  # adapters are dropped at export
+            fingerprint=stage_fingerprint(config, name, reused)))
     return stages
 
 
@@ -292,7 +313,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     options = loop.LoopOptions.from_config(config)
     reused = reused_teachers(config)
     store = loop.run_stages(make_stages(config, train_source, reused=tuple(reused)), workdir=workdir, options=options,
-                            mesh=mesh, imported=reused)
+                            mesh=mesh, imported=reused, config_json=config.to_json_best_effort(indent=1))
     results = evaluate(config, store, test_source, mesh, workdir)
     by_stage = {r["stage"]: r for r in results["rows"]}
     student, both = by_stage["student"]["mAP@0.5"], by_stage["student_kd_both"]["mAP@0.5"]

@@ -34,7 +34,7 @@ from jaxface.models.common import param_count
 from jaxface.train import devices, loop, writers
 from jaxface.train.checkpoints import StageCheckpoints, is_done
 from jaxface.train.predict import Predictor
-from jaxface.train.stages import Stage
+from jaxface.train.stages import Stage, config_fingerprint
 
 HEADS = sf.ATTRIBUTES + ("pose",)  # label column order of `train_mask` / `known`
 CURRICULUM = {"stage1": sf.INDEPENDENT_ATTRIBUTES,
@@ -303,17 +303,36 @@ def network_variables(full: dict, heads, decoupling: bool) -> dict:
     return {collection: {k: v for k, v in tree.items() if k in keep} for collection, tree in full.items()}
 
 
+PREVIOUS = {"stage2": "stage1", "stage3_plain": "stage2", "stage3": "stage2"}  # the stage each one grows
+SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.train_split", "data.image_size",
+               "data.max_train_examples", "data.stage_subsets", "model", "loss", "train.batch_size",
+               "train.learning_rate", "train.weight_decay", "train.warmup_steps")
+
+
+def stage_steps_key(name: str) -> str:
+    """The key of config.train.steps that sets stage `name`'s length."""
+    return {"single_task": "single", "joint": "joint"}.get(name, name.replace("_plain", ""))
+
+
+def stage_fingerprint(config, name: str) -> dict:
+    """The config values that shape stage `name` (`Stage.fingerprint`), its predecessors' lengths included."""
+    chain = [name]
+    while chain[-1] in PREVIOUS:
+        chain.append(PREVIOUS[chain[-1]])
+    return config_fingerprint(config, [*SHARED_KEYS, *(f"train.steps.{stage_steps_key(s)}" for s in chain)])
+
+
 def make_stages(config, train: ArraySource) -> list[Stage]:
     steps, subsets = config.train.steps, config.data.stage_subsets
     # Every model starts from the same backbone weights: a controlled comparison.
     base_key = jax.random.fold_in(loop.seed_key(config.seed), 1)
-    previous = {"stage2": "stage1", "stage3_plain": "stage2", "stage3": "stage2"}
+    previous = PREVIOUS
     initial: dict = {}  # the largest network's initial variables, made on first use
     stages = []
     for name, models in stage_models(config).items():
         # the single-task and joint arms read the curriculum's final data (every subset)
         curriculum = name.replace("_plain", "") if name.startswith("stage") else "stage3"
-        num_steps = steps[{"single_task": "single", "joint": "joint"}.get(name, curriculum)]
+        num_steps = steps[stage_steps_key(name)]
 
         def init(rng, load, name=name, models=models):
             if "full" not in initial:
@@ -327,7 +346,7 @@ def make_stages(config, train: ArraySource) -> list[Stage]:
         heads = tuple(dict.fromkeys(h for hs, _ in models.values() for h in hs))
         stages.append(Stage(
             name=name, init=init, optimizers={m: _optimizer(config, num_steps) for m in models},
-            step=make_step(config, models), num_steps=num_steps,
+            step=make_step(config, models), num_steps=num_steps, fingerprint=stage_fingerprint(config, name),
             data=stage_data(config, train, heads, tuple(subsets[curriculum]))))
     return stages
 
@@ -457,7 +476,8 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     train = load_split(config, config.data.train_split, config.data.max_train_examples)
     test = load_split(config, config.data.eval_split, config.data.max_eval_examples)
     options = loop.LoopOptions.from_config(config)
-    store = loop.run_stages(make_stages(config, train), workdir=workdir, options=options, mesh=mesh)
+    store = loop.run_stages(make_stages(config, train), workdir=workdir, options=options, mesh=mesh,
+                            config_json=config.to_json_best_effort(indent=1))
     results = evaluate(config, store, test, mesh, workdir)
     rows = {r["arm"]: r for r in results["rows"]}
     single, full = rows["single-task (7 models)"], rows["staged + decoupling (full)"]

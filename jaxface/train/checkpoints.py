@@ -13,6 +13,7 @@ from absl import logging
 from jaxface.train import devices
 
 DONE_FILE = "DONE.json"
+FINGERPRINT_FILE = "FINGERPRINT.json"  # the config a stage was started with (`Stage.fingerprint`)
 
 
 def is_done(directory: str) -> bool:
@@ -20,12 +21,40 @@ def is_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, DONE_FILE))
 
 
+def write_text_atomically(path: str, text: str) -> None:
+    """A crash leaves either the old file or the whole new one."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def _write_json_atomically(path: str, value) -> None:
+    write_text_atomically(path, json.dumps(value, indent=1))
+
+
 def write_done_marker(directory: str, summary: dict) -> None:
-    """Atomically writes the DONE marker (a crash leaves either none or a whole one)."""
-    tmp = os.path.join(directory, DONE_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(directory, DONE_FILE))
+    _write_json_atomically(os.path.join(directory, DONE_FILE), summary)
+
+
+def write_fingerprint(directory: str, fingerprint: dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    _write_json_atomically(os.path.join(directory, FINGERPRINT_FILE), fingerprint)
+
+
+def read_fingerprint(directory: str) -> dict | None:
+    """The fingerprint a stage was started with, or None (never started, or started before fingerprints)."""
+    path = os.path.join(directory, FINGERPRINT_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """'key: saved -> current' for every key whose value differs (after a JSON round trip)."""
+    current = json.loads(json.dumps(current))
+    return [f"{k}: {saved.get(k, '(absent)')!r} -> {current.get(k, '(absent)')!r}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k, "(absent)") != current.get(k, "(absent)")]
 
 
 def finished_stage_dir(path: str, stage: str) -> str:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from jaxface.train import devices
+from jaxface.train import checkpoints
 from jaxface.train.checkpoints import StageCheckpoints, is_done, quiet_orbax
 from jaxface.train.stages import Stage
 from jaxface.train.state import TrainState
@@ -50,6 +51,10 @@ class LoopOptions:
 
 class NonFiniteLossError(FloatingPointError):
     """A metric became NaN or Inf; the run stops before anything poisoned is saved."""
+
+
+class ConfigChangedError(ValueError):
+    """A rerun's config changes a stage this workdir already started or finished; nothing was trained."""
 
 
 class Preempted(SystemExit):
@@ -247,6 +252,8 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         stop_flags = devices.stop_flags(mesh)
 
         start = int(jax.device_get(state.step))
+        if stage.fingerprint is not None and jax.process_index() == 0 and start == 0:
+            checkpoints.write_fingerprint(ckpt.directory, dict(stage.fingerprint))
         if start:
             logging.info("[%s] resuming at step %d of %d", stage.name, start, stage.num_steps)
         writer.record_start(stage.name, start, stage.num_steps, mesh.devices.size)
@@ -327,19 +334,41 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         finally:
             prefetch.close()
         save(force=True)  # a stop asked for in the last step ends the run at the next stage boundary
-        summary = {"stage": stage.name, "steps": stage.num_steps, "final_metrics": last}
+        summary = {"stage": stage.name, "steps": stage.num_steps, "final_metrics": last,
+                   "fingerprint": None if stage.fingerprint is None else dict(stage.fingerprint)}
         ckpt.mark_done(summary)
         return summary
     finally:
         ckpt.close()
 
 
+def check_fingerprints(stages: Sequence[Stage], store: StageStore) -> None:
+    """Raises ConfigChangedError (on every process) if a stage this workdir already started or finished
+    was started with another fingerprint; process 0's view decides."""
+    problem = ""
+    if jax.process_index() == 0:
+        for stage in stages:
+            saved = checkpoints.read_fingerprint(store.checkpoint_dir(stage.name))
+            changes = [] if saved is None or stage.fingerprint is None else checkpoints.fingerprint_changes(
+                saved, dict(stage.fingerprint))
+            if changes:
+                more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+                problem = (f"stage {stage.name} in {store.workdir} was trained with another config: "
+                           f"{'; '.join(changes[:3])}{more}; rerun with the original config, or choose a new "
+                           f"--workdir to train with this one")
+                break
+    if devices.main_process_value(bool(problem)):
+        raise ConfigChangedError(problem or "a stage of this workdir was trained with another config (see process 0)")
+
+
 def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = LoopOptions(),
-               mesh=None, imported: Mapping[str, str] | None = None) -> StageStore:
+               mesh=None, imported: Mapping[str, str] | None = None, config_json: str | None = None) -> StageStore:
     """Trains every stage in order (skipping finished ones) and returns the store of their results.
 
     imported: {stage name: checkpoint directory} of stages finished in other runs, which `load`
     reads like this run's own (see `checkpoints.finished_stage_dir`).
+    config_json: the run's config, written to `<workdir>/config.json` once every stage's fingerprint
+    matches what the workdir holds (a refused rerun leaves the workdir's record as it was).
     """
     quiet_orbax()
     mesh = devices.make_mesh() if mesh is None else mesh
@@ -347,6 +376,10 @@ def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = 
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must be unique, got {names}")
     store = StageStore(workdir, stages, imported)
+    check_fingerprints(stages, store)
+    if config_json is not None and jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        checkpoints.write_text_atomically(os.path.join(workdir, "config.json"), config_json)
     writer = MetricWriter(workdir)
     try:
         with _StopSignals() as stop:

@@ -54,6 +54,10 @@ class Stage:
         never updated and never saved again.
       export: the trained models later stages may load (default: all). Training-only helpers such as
         feature adapters are left out here and are dropped at export.
+      fingerprint: {config key: value} of everything that shapes this stage's result, including
+        what the stages it reads depend on (see `config_fingerprint`). It is stored with the stage's
+        checkpoints; a rerun whose fingerprint differs is refused instead of mixing two configs in
+        one workdir. Keys that do not shape the result (logging period, checkpoint interval) stay out.
     """
 
     name: str
@@ -64,6 +68,7 @@ class Stage:
     num_steps: int
     frozen: Callable[[Loader], dict[str, Variables]] = lambda load: {}
     export: Sequence[str] | None = None
+    fingerprint: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -77,3 +82,27 @@ class Stage:
 
     def resolve_data(self, load: Loader) -> BatchSource:
         return self.data if hasattr(self.data, "local_batch") else self.data(load)
+
+
+def config_fingerprint(config, include: Sequence[str]) -> dict[str, Any]:
+    """{dotted key: value} of every leaf of `config` (a ConfigDict or nested dict) at or under the
+    dotted keys in `include` (e.g. 'models.student', 'train.steps.student', 'seed'), sorted, with
+    tuples as lists so it survives a JSON round trip. A key in `include` that is missing raises KeyError."""
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node):
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = list(node) if isinstance(node, tuple) else node
+
+    walk("", tree)
+    out = {}
+    for wanted in include:
+        hits = {k: v for k, v in flat.items() if k == wanted or k.startswith(wanted + ".")}
+        if not hits:
+            raise KeyError(f"config has no key {wanted!r} to fingerprint")
+        out.update(hits)
+    return dict(sorted(out.items()))
