@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 
 import jax
@@ -238,3 +239,21 @@ def test_a_rerun_that_changes_a_started_stage_is_refused(tmp_path):
     assert starts(tmp_path) == [("joint", 0), ("joint", 4), ("student", 0)]
     with pytest.raises(loop.ConfigChangedError, match=r"stage joint .*train.learning_rate: 0.1 -> 0.2"):
         loop.run_stages(stages(0.2), workdir=str(tmp_path), options=OPTIONS)  # and a finished stage too
+
+
+def test_the_shared_train_section_check_names_the_key():
+    import ml_collections
+
+    good = dict(batch_size=16, checkpoint_every_steps=4, keep_checkpoints=2, log_every_seconds=10.0,
+                learning_rate=1e-2, warmup_steps=0, weight_decay=0.0, steps=dict(a=3, b=2))
+    loop.validate_train_config(ml_collections.ConfigDict(good), ("a", "b"))
+    for key, value, message in [
+        ("learning_rate", float("nan"), "config.train.learning_rate=nan must be a finite number > 0"),
+        ("learning_rate", 0.0, "config.train.learning_rate=0.0 must be a finite number > 0"),
+        ("weight_decay", -1e-4, "config.train.weight_decay=-0.0001 must be a finite number >= 0"),
+        ("batch_size", True, "config.train.batch_size=True must be a finite number > 0"),
+        ("steps", dict(a=3, b=0), "config.train.steps.b=0 must be a finite number > 0"),
+        ("steps", dict(a=3, b=2, c=1), "config.train.steps.c: unknown; allowed: a, b"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            loop.validate_train_config(ml_collections.ConfigDict({**good, key: value}), ("a", "b"))

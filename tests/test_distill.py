@@ -72,7 +72,9 @@ def run_cli(*args, env=None):
 @pytest.mark.parametrize("override, message", [
     ("--config.train.batch_sise=8", "batch_sise"),
     ("--config.train.batch_size=abc", "batch_size"),
-    ("--config.train.batch_size=-8", "config.train.batch_size=-8 must be positive"),
+    ("--config.train.batch_size=-8", "config.train.batch_size=-8 must be a finite number > 0"),
+    ("--config.train.learning_rate=nan", "config.train.learning_rate=nan must be a finite number > 0"),
+    ("--config.train.weight_decay=inf", "config.train.weight_decay=inf must be a finite number >= 0"),
     ("--config.train.batch_size=12", "not divisible by the 8 devices"),
     ("--config.data.builder_config=lr32", "allowed: lr64, lr128, smoke"),
     ("--config.data.name=celeb_b", "config.data.name='celeb_b' is not a data set TFDS knows (did you mean 'celeb_a'?)"),

@@ -34,15 +34,13 @@ TEACHERS = ("big", "hr")
 # model -> the image it sees
 IMAGE_KEY = {"student": "image", "teacher_big": "image", "teacher_hr": "image_hr"}
 KD_STAGES = {"student_kd_big": ("big",), "student_kd_hr": ("hr",), "student_kd_both": ("big", "hr")}
+STAGES = ("teacher_big", "teacher_hr", "student", *KD_STAGES)
 
 
 # --- configuration -------------------------------------------------------------------------------
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
-    for key in ("batch_size", "warmup_steps", "checkpoint_every_steps", "keep_checkpoints"):
-        value = config.train[key]
-        if value < (0 if key == "warmup_steps" else 1):
-            raise ValueError(f"config.train.{key}={value} must be positive")
+    loop.validate_train_config(config.train, STAGES)
     for stage, steps in config.train.steps.items():
         # the schedule warms up for min(warmup, steps - 1) + 1 steps and needs at least one step after
         if steps < config.train.warmup_steps + 2:

@@ -75,16 +75,7 @@ def class_names(config, head: str) -> tuple[str, ...]:
 
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
-    for key in ("batch_size", "checkpoint_every_steps", "keep_checkpoints"):
-        if config.train[key] < 1:
-            raise ValueError(f"config.train.{key}={config.train[key]} must be positive")
-    if config.train.warmup_steps < 0:
-        raise ValueError(f"config.train.warmup_steps={config.train.warmup_steps} must be >= 0")
-    for arm, steps in config.train.steps.items():
-        if arm not in ("single", "joint", "stage1", "stage2", "stage3"):
-            raise ValueError(f"config.train.steps.{arm}: unknown; allowed: single, joint, stage1, stage2, stage3")
-        if steps <= 0:
-            raise ValueError(f"config.train.steps.{arm}={steps} must be a positive number of steps")
+    loop.validate_train_config(config.train, ("single", "joint", "stage1", "stage2", "stage3"))
     check_dataset_name(config.data.name, tuple(DATASETS))
     if config.data.name == "synthetic_faces" and config.data.builder_config not in sf.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "

@@ -49,6 +49,29 @@ class LoopOptions:
                    keep_checkpoints=config.train.keep_checkpoints, log_every_seconds=config.train.log_every_seconds)
 
 
+def validate_train_config(train, stage_steps: Sequence[str]) -> None:
+    """Checks the `train` section every recipe shares; raises ValueError with one line naming the key.
+
+    Positive: batch_size, checkpoint_every_steps, keep_checkpoints, log_every_seconds, learning_rate and
+    each of `train.steps.<stage_steps>` (exactly those keys); >= 0: warmup_steps, weight_decay; all finite.
+    """
+    def number(key, value, minimum, strict):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                value < minimum or (strict and value == minimum):
+            raise ValueError(f"config.train.{key}={value} must be a finite number {'>' if strict else '>='} {minimum}")
+
+    for key in ("batch_size", "checkpoint_every_steps", "keep_checkpoints", "log_every_seconds", "learning_rate"):
+        number(key, train[key], 0, strict=True)
+    for key in ("warmup_steps", "weight_decay"):
+        if key in train:
+            number(key, train[key], 0, strict=False)
+    unknown = sorted(set(train.steps) - set(stage_steps))
+    if unknown:
+        raise ValueError(f"config.train.steps.{unknown[0]}: unknown; allowed: {', '.join(stage_steps)}")
+    for key in stage_steps:
+        number(f"steps.{key}", train.steps[key], 0, strict=True)
+
+
 class NonFiniteLossError(FloatingPointError):
     """A metric became NaN or Inf; the run stops before anything poisoned is saved."""
 
