@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.results_table import formatted
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,16 +30,6 @@ def test_smoke_config_trains_all_stages_and_writes_results(distill_smoke_run):
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     both = [l for l in lines if l["stage"] == "student_kd_both"]
     assert len(both) == 6 and {"feature_big", "feature_hr", "head_big", "head_hr", "task"} <= set(both[0])
-
-
-def formatted(value):
-    """A results.md cell as `jaxface.train.writers` documents it: floats to 4 significant digits (n/a for
-    NaN; thousands separators and no decimals from 10,000 up), ints with thousands separators."""
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def test_results_md_holds_the_results_table_and_the_claim(distill_smoke_run):

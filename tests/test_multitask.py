@@ -14,6 +14,7 @@ from configs import multitask as multitask_config
 from jaxface.data import synthetic_faces as sf
 from jaxface.recipes import multitask
 from jaxface.train import loop
+from tests.results_table import formatted
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +55,6 @@ def test_smoke_run_writes_results_for_every_arm(smoke_run):
     stage3 = next(line for line in lines if line["stage"] == "stage3")
     assert set(stage1) - {"stage", "step", "loss"} == set(sf.INDEPENDENT_ATTRIBUTES)
     assert set(stage3) - {"stage", "step", "loss"} == set(multitask.HEADS)
-
-
-def formatted(value):
-    """A results.md cell as `jaxface.train.writers` documents it: floats to 4 significant digits (n/a for
-    NaN; thousands separators and no decimals from 10,000 up), ints with thousands separators."""
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def test_results_md_holds_the_results_table_and_the_claim(smoke_run):
