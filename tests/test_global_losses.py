@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxface.losses import centernet_loss, global_ratio, head_distillation_loss
+from jaxface.losses import centernet_loss, global_ratio, head_distillation_loss, pairwise_margin_loss
 from jaxface.losses.attributes import multi_head_attribute_loss
 from jaxface.train import devices
 
@@ -120,3 +120,17 @@ def test_global_ratio_is_the_single_device_formula_without_an_axis():
         mesh=devices.make_mesh(jax.devices()[:N_DEVICES]), in_specs=(P(devices.AXIS), P(devices.AXIS)),
         out_specs=P(), check_vma=False)
     np.testing.assert_allclose(float(jax.jit(mapped)(numerators, counts)), numerators.sum() / 4.0, rtol=1e-6)
+
+
+def test_pairwise_margin_loss_runs_over_all_pairs_of_the_global_batch():
+    rng = np.random.default_rng(2)
+    embeddings = rng.normal(size=(16, 4)).astype(np.float32) * 0.4
+    batch = {"e": embeddings, "id": np.repeat(np.arange(4), 4).astype(np.int32)}  # 4 identities x 4 images
+
+    def loss(scale, b, axis_name):
+        return pairwise_margin_loss(b["e"] * scale, b["id"], 1.0, axis_name=axis_name)
+
+    _assert_same_on_one_and_eight_devices(loss, batch)
+    # without the gather each device sees only its own pairs: a different objective
+    per_device = _mapped_value_and_grad(lambda s, b, axis: loss(s, b, None), batch)
+    assert abs(float(per_device[0]) - float(_single_value_and_grad(loss, batch)[0])) > 1e-2

@@ -14,6 +14,7 @@ from jaxface.losses import (
     head_distillation_loss,
     kd_logit_loss,
     masked_l1_loss,
+    pairwise_margin_loss,
 )
 
 
@@ -377,3 +378,19 @@ def test_losses_give_same_values_under_jit():
     )
     jit_head_total, _ = head_jit(heads, heads, targets["mask"])
     np.testing.assert_allclose(jit_head_total, 0.0, atol=1e-6)
+
+
+def test_pairwise_margin_loss_known_value_and_finite_gradient_at_zero_distance():
+    embeddings = jnp.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    ids = jnp.array([0, 0, 1])
+    # pairs: (0,1) same id, d^2 = 25; (0,2) other id, d = 1 -> (2 - 1)^2 = 1; (1,2) d = sqrt(18) > 2 -> 0
+    value = jax.jit(pairwise_margin_loss, static_argnums=2)(embeddings, ids, 2.0)
+    np.testing.assert_allclose(float(value), 26.0 / 3.0, rtol=1e-6)
+    # two equal embeddings of different identities: pushed apart with a finite gradient
+    grad = jax.grad(pairwise_margin_loss)(jnp.zeros((2, 3)), jnp.array([0, 1]), 1.0)
+    assert np.isfinite(np.asarray(grad)).all()
+    assert float(pairwise_margin_loss(jnp.zeros((1, 3)), jnp.array([0]), 1.0)) == 0.0
+    with pytest.raises(ValueError, match=r"ids must have shape \[B\] = \(3,\)"):
+        pairwise_margin_loss(embeddings, jnp.array([0, 1]), 1.0)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        pairwise_margin_loss(embeddings, ids, 0.0)

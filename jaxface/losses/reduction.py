@@ -15,6 +15,12 @@ applied to the whole global batch. Gradients averaged over devices (`devices.val
 and metrics averaged over devices (the core does this) are then those of the global ratio, on any
 number of devices and processes. Without `axis_name` the formula is the single-device one,
 a / max(c, floor). The count carries no gradient (it is data).
+
+Losses over all PAIRS of the global batch (metric learning) gather the examples instead
+(`gather_global`): every device then computes the same global loss L, and the gradient reaching a
+device's own examples through the gather's transpose (a reduce-scatter) is n * dL/de_d; averaged over
+the n devices by `value_and_mean_grad`, the parameter gradient is exactly dL/dθ of one device holding
+the whole batch.
 """
 
 from __future__ import annotations
@@ -45,3 +51,11 @@ def global_ratio(numerator: jax.Array, count: jax.Array, *, axis_name: str | Non
     if floor is not None:
         count = jnp.maximum(count, floor)
     return numerator / (count + epsilon)
+
+
+def gather_global(x: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """[b, ...] on each of n devices -> [n * b, ...], the global batch in device order (the order of
+    the batch before it was split); `x` itself without an axis. Differentiable (see the module note)."""
+    if axis_name is None:
+        return x
+    return lax.all_gather(x, axis_name, axis=0, tiled=True)
