@@ -47,7 +47,9 @@ def pairwise_margin_loss(embeddings: jax.Array, ids: jax.Array, margin: float, *
     b = e.shape[0]
     if b < 2:
         return jnp.zeros((), jnp.float32)
-    squared = jnp.sum((e[:, None, :] - e[None, :, :]) ** 2, axis=-1)  # [B, B]
+    norms = jnp.sum(e * e, axis=-1)
+    # ||a||^2 + ||b||^2 - 2 a.b: one [B, D] x [D, B] matmul instead of a [B, B, D] difference tensor
+    squared = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * (e @ e.T), 0.0)  # [B, B]
     same = ids[:, None] == ids[None, :]
     distance = jnp.sqrt(jnp.maximum(squared, DISTANCE_FLOOR))
     per_pair = jnp.where(same, squared, jnp.maximum(margin - distance, 0.0) ** 2)
