@@ -73,6 +73,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
 
+    from jaxface.data.pipeline import DamagedDataError
     from jaxface.recipes import get_recipe
     from jaxface.train import checkpoints, devices, loop
 
@@ -108,7 +109,7 @@ def main(argv):
     except loop.WorkdirBusyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
-    except loop.ConfigChangedError as e:
+    except (loop.ConfigChangedError, DamagedDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except loop.NonFiniteLossError as e:

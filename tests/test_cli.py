@@ -164,3 +164,22 @@ def test_ctrl_c_exits_130_and_the_rerun_resumed_from_the_sigterm_checkpoint(sigt
 
     assert [(r["stage"], r["from_step"]) for r in writers.read_starts(str(workdir))] == [
         (term_stage, 0), (term_stage, int(term_step))]
+
+
+def test_a_damaged_prepared_data_set_is_one_line_naming_it(tmp_path, gestures_data_dir):
+    import glob
+    import shutil
+
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(gestures_data_dir, data_dir)
+    (shard,) = glob.glob(str(data_dir / "synthetic_gestures" / "smoke" / "*" / "*-train.array_record-*"))
+    with open(shard, "r+b") as f:  # a copy cut short, as by a full disk or an interrupted transfer
+        f.truncate(os.path.getsize(shard) // 2)
+    proc = run_cli(tmp_path / "run", data_dir)
+    errors = error_lines(proc.stderr)
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    directory = data_dir / "synthetic_gestures" / "smoke"
+    assert errors[0].startswith(f"error: the prepared data set synthetic_gestures/smoke (split 'train') under "
+                                f"{directory} is damaged (Corrupted Riegeli/records file"), errors[0]
+    assert errors[0].endswith(f"delete {directory} and rerun: it is prepared again")
+    assert os.listdir(tmp_path / "run") == [".lock"]  # found before the run wrote anything

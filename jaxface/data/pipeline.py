@@ -33,6 +33,41 @@ class ArraySource:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
+class DamagedDataError(RuntimeError):
+    """A prepared data set on disk cannot be read (truncated or corrupted shard)."""
+
+
+class PreparedSource:
+    """A prepared TFDS split (`tfds.data_source`) whose read errors name the damaged data set and how
+    to rebuild it, instead of surfacing as a record-reader traceback in the middle of training."""
+
+    def __init__(self, name: str, split: str, data_dir: str | None):
+        import tensorflow_datasets as tfds
+
+        self.name, self.split, self.data_dir = name, split, data_dir
+        self._source = tfds.data_source(name, split=split, data_dir=data_dir)
+        if len(self):  # a truncated shard fails on its last records: found before a run writes anything
+            self.__getitems__([0, len(self) - 1])
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def _read(self, read):
+        try:
+            return read()
+        except RuntimeError as e:  # array_record / Riegeli report damage as RuntimeError
+            directory = os.path.join(self.data_dir or "<TFDS's default data_dir>", *self.name.split("/"))
+            raise DamagedDataError(
+                f"the prepared data set {self.name} (split {self.split!r}) under {directory} is damaged "
+                f"({str(e).splitlines()[0][:160]}); delete {directory} and rerun: it is prepared again") from None
+
+    def __getitem__(self, index: int) -> dict:
+        return self._read(lambda: self._source[index])
+
+    def __getitems__(self, indices) -> list:
+        return self._read(lambda: self._source.__getitems__(list(indices)))
+
+
 def gather(source: Any, indices: np.ndarray) -> Batch:
     """Stacks the examples at `indices` of an `ArraySource` or a tfds data source into a batch."""
     if isinstance(source, ArraySource):

@@ -81,6 +81,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw, ImageFilter
 
+from jaxface.data.pipeline import PreparedSource
+
 # ----------------------------------------------------------------------------------------------
 # Label vocabulary.
 
@@ -1001,4 +1003,4 @@ def data_source(config_name: str, split: str, data_dir: str | None = None) -> Ty
     _check_config_name(config_name)
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}; got {split!r}')
-    return TypedSource(tfds.data_source(f'synthetic_faces/{config_name}', split=split, data_dir=data_dir))
+    return TypedSource(PreparedSource(f'synthetic_faces/{config_name}', split, data_dir))

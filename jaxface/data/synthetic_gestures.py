@@ -39,6 +39,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
+from jaxface.data.pipeline import PreparedSource
+
 CLASS_NAMES = (
     'fist',
     'point',
@@ -544,4 +546,4 @@ def data_source(config_name: str, split: str, data_dir: str | None = None):
     _check_config_name(config_name)
     if split not in SPLIT_SEEDS:
         raise ValueError(f'split must be one of {sorted(SPLIT_SEEDS)}; got {split!r}')
-    return tfds.data_source(f'synthetic_gestures/{config_name}', split=split, data_dir=data_dir)
+    return PreparedSource(f'synthetic_gestures/{config_name}', split, data_dir)
