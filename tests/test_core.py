@@ -12,6 +12,7 @@ import pytest
 
 from jaxface.data.pipeline import ShuffledBatches
 from jaxface.train import devices, loop, writers
+from tests import toy_recipe
 from tests.toy_recipe import toy_data, toy_stages
 
 OPTIONS = loop.LoopOptions(seed=0, checkpoint_every_steps=4, keep_checkpoints=3, log_every_seconds=60)
@@ -176,7 +177,7 @@ def test_nan_stops_the_run_and_nothing_poisoned_is_saved(reference, tmp_path, wh
 
     def poisoned_step(state, frozen, batch, rng):
         state, metrics = good_step(state, frozen, batch, rng)
-        poison = jnp.where(state.step == at, jnp.nan, 0.0)
+        poison = jnp.where(state.step + 1 == at, jnp.nan, 0.0)  # state.step counts the steps before this one
         if where == "params":  # the loss of this step is finite: only the update is poisoned
             return state.replace(params=jax.tree.map(lambda p: p + poison, state.params)), metrics
         return state, {**metrics, "loss": metrics["loss"] + poison}
@@ -257,3 +258,21 @@ def test_the_shared_train_section_check_names_the_key():
     ]:
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             loop.validate_train_config(ml_collections.ConfigDict({**good, key: value}), ("a", "b"))
+
+
+def test_a_step_that_updates_two_models_in_turn_counts_as_one_step(reference, tmp_path):
+    """The decoder is updated on the encoder's NEW output (two updates in one step); checkpoints and the
+    resume still count steps, not updates."""
+    def two_updates(state, frozen, batch, rng):
+        state, _ = toy_recipe.joint_step(state, frozen, batch, rng)  # updates both models
+        grads = jax.tree.map(jnp.zeros_like, {"dec": state.params["dec"]})
+        return state.apply_gradients(grads), {"loss": jnp.float32(0.0)}  # a second update, of one model
+
+    data = InterruptingBatches(at_step=7)
+    stages = [dataclasses.replace(toy_stages(data=data)[0], step=two_updates)]
+    with pytest.raises(Interrupt):
+        run(tmp_path, stages=stages)
+    assert saved_steps(tmp_path, "joint") == [4]
+    run(tmp_path, stages=stages)
+    assert saved_steps(tmp_path, "joint")[-1] == 12 and starts(tmp_path) == [("joint", 0), ("joint", 4)]
+    assert lines(tmp_path, "joint") == list(range(1, 8)) + list(range(5, 13))

@@ -176,7 +176,8 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
     """Maps a per-device step over the mesh, jitted once.
 
     step_fn(state, frozen, batch, rng) -> (state, metrics) sees this device's slice of the batch and a
-    per-device key (the step key folded with the device index). It must average its gradients with
+    per-device key (the step key folded with the device index); the compiled step then advances
+    `state.step` by one. It must average its gradients with
     `lax.pmean(grads, AXIS)` (see `value_and_mean_grad`), so the returned state is the same
     on every device. Metrics are averaged over devices here.
 
@@ -189,6 +190,7 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
     def per_device(state, frozen, batch, stop):
         rng = jax.random.fold_in(state.step_rng(), lax.axis_index(AXIS))
         state, metrics = step_fn(state, frozen, batch, rng)
+        state = state.replace(step=state.step + 1)  # one step, however many updates it made
         metrics = lax.pmean({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, AXIS)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()])) if metrics else True
         control = {"stop": lax.pmax(stop[0], AXIS) > 0, "finite": jnp.asarray(finite)}

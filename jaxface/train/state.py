@@ -22,7 +22,9 @@ class TrainState:
     """Replicated training state of one stage.
 
     Attributes:
-      step: int32 scalar, number of optimizer steps taken in this stage.
+      step: int32 scalar, number of steps taken in this stage. The core advances it once per call of
+        the step function (`devices.compile_step`), however many updates that step makes (a step may
+        update model A, then model B with A's new output); inside a step it is the count before it.
       params: {model_name: params pytree}.
       batch_stats: {model_name: BatchNorm statistics} ({} for models without BatchNorm).
       opt_state: {model_name: optax state}.
@@ -65,7 +67,9 @@ class TrainState:
         return jax.random.fold_in(self.rng, self.step)
 
     def apply_gradients(self, grads: Mapping[str, Any], batch_stats: Mapping[str, Any] | None = None) -> "TrainState":
-        """One optimizer step for each model in `grads` (models absent from `grads` are left as they are).
+        """One optimizer update for each model in `grads` (models absent from `grads` are left as they
+        are). It does not advance `step` (the core does, once per step), so a step may call it once per
+        model in turn.
 
         batch_stats: updated BatchNorm statistics by model name (from `mutable=['batch_stats']`).
         """
@@ -75,4 +79,4 @@ class TrainState:
             params[name] = optax.apply_updates(self.params[name], updates)
         new_stats = dict(self.batch_stats)
         new_stats.update(batch_stats or {})
-        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, batch_stats=new_stats)
+        return self.replace(params=params, opt_state=opt_state, batch_stats=new_stats)
