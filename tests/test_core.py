@@ -276,3 +276,43 @@ def test_a_step_that_updates_two_models_in_turn_counts_as_one_step(reference, tm
     run(tmp_path, stages=stages)
     assert saved_steps(tmp_path, "joint")[-1] == 12 and starts(tmp_path) == [("joint", 0), ("joint", 4)]
     assert lines(tmp_path, "joint") == list(range(1, 8)) + list(range(5, 13))
+
+
+def test_a_round_on_labels_predicted_by_an_earlier_stage_resumes_with_the_same_labels(tmp_path):
+    """Rounds (pseudo-labels): a stage whose data is a function of an earlier stage's exported models,
+    interrupted mid-round and resumed, derives the same labels and finishes like an uninterrupted run."""
+    from jaxface.data.pipeline import ArraySource
+
+    derived = []
+
+    class Once(ShuffledBatches):
+        fired = False
+
+        def local_batch(self, step, process_index=0, process_count=1):
+            if step == 7 and self.interrupt and not Once.fired:
+                Once.fired = True
+                raise Interrupt("mid-round")
+            return super().local_batch(step, process_index, process_count)
+
+    def stages(interrupt):
+        def pseudo_labelled(load):  # the round's labels: the joint stage's predictions
+            joint = load("joint")
+            x = toy_data().arrays["x"]
+            h = toy_recipe.Encoder().apply(joint["enc"], x, train=False)
+            y = np.asarray(toy_recipe.Decoder().apply(joint["dec"], h))
+            derived.append(y)
+            source = Once(ArraySource({"x": x, "y": y}), global_batch_size=16, seed=0)
+            source.interrupt = interrupt
+            return source
+
+        joint = toy_stages()[0]
+        return [joint, dataclasses.replace(joint, name="round1", data=pseudo_labelled)]
+
+    run(tmp_path / "reference", stages=stages(interrupt=False))
+    with pytest.raises(Interrupt):
+        run(tmp_path / "resumed", stages=stages(interrupt=True))
+    run(tmp_path / "resumed", stages=stages(interrupt=True))
+    assert len(derived) == 3 and all(np.array_equal(y, derived[0]) for y in derived)
+    assert starts(tmp_path / "resumed") == [("joint", 0), ("round1", 0), ("round1", 4)]
+    assert lines(tmp_path / "resumed", "round1") == list(range(1, 8)) + list(range(5, 13))
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "reference")
