@@ -39,11 +39,12 @@ def distill_smoke_run(gestures_data_dir, tmp_path_factory):
     """`configs/distill.py:smoke` trained and evaluated in-process on 8 devices: (workdir, results)."""
     from configs import distill as distill_config
     from jaxface.recipes import distill
+    from jaxface.train import driver
 
     config = distill_config.get_config("smoke")
     config.data.data_dir = gestures_data_dir
     workdir = tmp_path_factory.mktemp("distill_smoke")
-    return workdir, distill.train_and_evaluate(config, str(workdir))
+    return workdir, driver.train_and_evaluate(distill, config, str(workdir))
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +52,9 @@ def multitask_smoke_run(tmp_path_factory):
     """`configs/multitask.py:smoke` trained and evaluated in-process on 8 devices: (workdir, results, config)."""
     from configs import multitask as multitask_config
     from jaxface.recipes import multitask
+    from jaxface.train import driver
 
     config = multitask_config.get_config("smoke")
     config.data.data_dir = str(tmp_path_factory.mktemp("faces_tfds"))
     workdir = tmp_path_factory.mktemp("multitask_smoke")
-    return workdir, multitask.train_and_evaluate(config, str(workdir)), config
+    return workdir, driver.train_and_evaluate(multitask, config, str(workdir)), config

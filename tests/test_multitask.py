@@ -101,7 +101,7 @@ def _flat(tree):
 def test_each_stage_starts_from_the_previous_one(smoke_config, smoke_run):
     workdir, _ = smoke_run
     train = multitask.load_split(smoke_config, "train")
-    stages = {s.name: s for s in multitask.make_stages(smoke_config, train)}
+    stages = {s.name: s for s in multitask.make_stages(smoke_config, {"train": train})}
     store = loop.StageStore(str(workdir), list(stages.values()))
     stage1, stage2 = store.load("stage1")["net"], store.load("stage2")["net"]
     key = jax.random.key(0)
@@ -188,7 +188,7 @@ def test_celeb_a_attributes_map_onto_the_heads_and_missing_heads_are_masked(monk
     assert set(models["single_task"]) == {f"single_{h}" for h in multitask.CELEB_A_LABELS}
     assert models["stage1"]["net"][0] == ("gender", "quality", "glasses")
     # the curriculum's stages all read CelebA's examples, with the stage's heads and masks
-    stages = {s.name: s for s in multitask.make_stages(config, train)}
+    stages = {s.name: s for s in multitask.make_stages(config, {"train": train})}
     batch = stages["stage1"].data.local_batch(0)
     assert set(batch) == {"image", "gender", "mask_gender", "quality", "mask_quality", "glasses", "mask_glasses"}
     assert batch["image"].shape == (config.train.batch_size, 32, 32, 3)

@@ -1,5 +1,6 @@
-"""Recipes: one module per seed method. Each exposes `validate_config(config)` and
-`train_and_evaluate(config, workdir, mesh=None) -> dict` (the results it wrote)."""
+"""Recipes: one module per seed method, each following the contract of `jaxface.train.driver.Recipe`
+(`validate_config`, `load_data`, `make_stages`, `evaluate`, optionally `imported_stages` and
+`predict_images`); `driver.train_and_evaluate(recipe, config, workdir)` runs any of them."""
 
 import importlib
 

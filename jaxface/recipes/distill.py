@@ -27,6 +27,7 @@ from jaxface.evaluation import decode_centernet, detection_average_precision, pl
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
 from jaxface.models import CenterNet, FeatureAdapter, param_count
 from jaxface.train import checkpoints, devices, loop, writers
+from jaxface.train.driver import Report
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
 
@@ -59,7 +60,7 @@ def validate_config(config) -> None:
     for k, v in config.loss.items():
         if v < 0:
             raise ValueError(f"config.loss.{k}={v} must be >= 0")
-    for stage, directory in reused_teachers(config).items():
+    for stage, directory in imported_stages(config).items():
         expected = jax.eval_shape(lambda: _init_detector(config, stage, jax.random.key(0)))["params"]
         mismatch = checkpoints.parameter_mismatch(directory, stage, expected)
         if mismatch:
@@ -67,7 +68,7 @@ def validate_config(config) -> None:
                              f"config.models.{stage} to the architecture that checkpoint was trained with")
 
 
-def reused_teachers(config) -> dict[str, str]:
+def imported_stages(config) -> dict[str, str]:
     """{teacher stage: checkpoint directory} of the teachers taken from earlier runs (config.teachers)
     instead of being trained here."""
     out = {}
@@ -97,6 +98,11 @@ def _optimizer(config, num_steps: int) -> optax.GradientTransformation:
 
 
 # --- data ----------------------------------------------------------------------------------------
+def load_data(config) -> dict:
+    """{'train', 'test'}: random-access sources of the train and eval splits (prepared on first use)."""
+    return {"train": load_split(config, config.data.train_split), "test": load_split(config, config.data.eval_split)}
+
+
 def load_split(config, split: str):
     data_dir = resolve_data_dir(config.data.data_dir)
     devices.main_process_first(lambda: synthetic_gestures.prepare(config.data.builder_config, data_dir))
@@ -208,8 +214,9 @@ def stage_fingerprint(config, name: str, reused: Sequence[str] = ()) -> dict:
     return config_fingerprint(config, keys)
 
 
-def make_stages(config, train_source, reused: Sequence[str] = ()) -> list[Stage]:
-    """The six stages, less the teacher stages in `reused` (loaded from earlier runs instead)."""
+def make_stages(config, data: dict) -> list[Stage]:
+    """The six stages, less the teachers reused from earlier runs (`imported_stages`)."""
+    train_source, reused = data["train"], tuple(imported_stages(config))
     steps = config.train.steps
     keep_hr = ("image", "image_hr")
     # Every student arm starts from the same initial weights and sees the same batches: a controlled comparison.
@@ -263,7 +270,7 @@ def _predict_fn(config, name: str):
     return predict
 
 
-def evaluate(config, store, test_source, mesh, workdir: str) -> dict:
+def _evaluate_stages(config, store, test_source, mesh, workdir: str) -> dict:
     limit = None if config.eval.num_examples < 0 else config.eval.num_examples
     rows, per_class, detections, speed = [], {}, {}, {}
     first, _ = next(ordered_batches(test_source, config.eval.batch_size))
@@ -304,25 +311,18 @@ def _plots(config, workdir: str, detections: dict) -> None:
             title=f"{stage}: predictions (solid) and ground truth (dashed)")
 
 
-def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
-    validate_config(config)
-    mesh = devices.make_mesh() if mesh is None else mesh
-    train_source, test_source = load_split(config, config.data.train_split), load_split(config, config.data.eval_split)
-    options = loop.LoopOptions.from_config(config)
-    reused = reused_teachers(config)
-    store = loop.run_stages(make_stages(config, train_source, reused=tuple(reused)), workdir=workdir, options=options,
-                            mesh=mesh, imported=reused, config_json=config.to_json_best_effort(indent=1))
-    results = evaluate(config, store, test_source, mesh, workdir)
+def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
+    """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student."""
+    results = _evaluate_stages(config, store, data["test"], mesh, workdir)
     by_stage = {r["stage"]: r for r in results["rows"]}
     student, both = by_stage["student"]["mAP@0.5"], by_stage["student_kd_both"]["mAP@0.5"]
     summary = {"student_mAP": student, "student_kd_both_mAP": both, "claim_holds": bool(both > student)}
-    writers.write_results(
-        workdir, title="Two-teacher distillation on synthetic_gestures/" + config.data.builder_config,
+    return Report(
+        title="Two-teacher distillation on synthetic_gestures/" + config.data.builder_config,
         columns=["stage", "model", "params", "input", "mAP@0.5", "images/s"], rows=results["rows"],
         notes=[f"Claim (seed 003): the student distilled from both teachers beats the student alone: "
                f"{both:.4f} vs {student:.4f} mAP@0.5 -> {'holds' if summary['claim_holds'] else 'does NOT hold'}.",
                f"Split {config.data.eval_split!r}; images/s = jitted inference at batch {config.eval.batch_size} on "
                f"{devices.describe(mesh)}.",
-               *[f"{stage} was not trained in this run: reused from {d}." for stage, d in reused.items()]],
-        extra={"per_class_AP": results["per_class"], "summary": summary})
-    return {"summary": summary, **results}
+               *[f"{stage} was not trained in this run: reused from {d}." for stage, d in imported_stages(config).items()]],
+        summary=summary, extra={"per_class_AP": results["per_class"]})

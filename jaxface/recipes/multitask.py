@@ -32,6 +32,7 @@ from jaxface.losses.attributes import multi_head_attribute_loss
 from jaxface.models.attributes import MultiTaskAttributeNet, merge_params
 from jaxface.models.common import param_count
 from jaxface.train import devices, loop, writers
+from jaxface.train.driver import Report
 from jaxface.train.checkpoints import StageCheckpoints, is_done
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
@@ -313,7 +314,14 @@ def stage_fingerprint(config, name: str) -> dict:
     return config_fingerprint(config, [*SHARED_KEYS, *(f"train.steps.{stage_steps_key(s)}" for s in chain)])
 
 
-def make_stages(config, train: ArraySource) -> list[Stage]:
+def load_data(config) -> dict:
+    """{'train', 'test'}: both splits in memory at the model's input size (see `load_split`)."""
+    return {"train": load_split(config, config.data.train_split, config.data.max_train_examples),
+            "test": load_split(config, config.data.eval_split, config.data.max_eval_examples)}
+
+
+def make_stages(config, data: dict) -> list[Stage]:
+    train = data["train"]
     steps, subsets = config.train.steps, config.data.stage_subsets
     # Every model starts from the same backbone weights: a controlled comparison.
     base_key = jax.random.fold_in(loop.seed_key(config.seed), 1)
@@ -377,7 +385,7 @@ def metric_column(config, head: str) -> str:
     return f"{head} {'acc %' if head_specs(config)[head].kind == 'classification' else 'MAE'}"
 
 
-def evaluate(config, store, test: ArraySource, mesh, workdir: str) -> dict:
+def _evaluate_arms(config, store, test: ArraySource, mesh, workdir: str) -> dict:
     available = list(head_specs(config))
     first, _ = next(ordered_batches(test, config.eval.batch_size))
     outputs, rates, params, heads_of = {}, {}, {}, {}
@@ -461,15 +469,10 @@ def _plots(config, workdir: str, rows: list, test: ArraySource, final_outputs: d
                               max_images=count, title="test faces (unseen identities): full method's predictions")
 
 
-def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
-    validate_config(config)
-    mesh = devices.make_mesh() if mesh is None else mesh
-    train = load_split(config, config.data.train_split, config.data.max_train_examples)
-    test = load_split(config, config.data.eval_split, config.data.max_eval_examples)
-    options = loop.LoopOptions.from_config(config)
-    store = loop.run_stages(make_stages(config, train), workdir=workdir, options=options, mesh=mesh,
-                            config_json=config.to_json_best_effort(indent=1))
-    results = evaluate(config, store, test, mesh, workdir)
+def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
+    """Every arm on the eval split, and the claim: the full method reads all attributes faster than the
+    single-task models without losing accuracy."""
+    results = _evaluate_arms(config, store, data["test"], mesh, workdir)
     rows = {r["arm"]: r for r in results["rows"]}
     single, full = rows["single-task (7 models)"], rows["staged + decoupling (full)"]
     gaps = {c: full[c] - single[c] for c in results["columns"][3:-1] if c in single and c in full}
@@ -477,9 +480,9 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
     speedup = full["images/s"] / single["images/s"]
     summary = {"speedup_vs_single_task": speedup, "gap_full_minus_single": gaps,
                "all_accuracies_within_1_point": bool(all(g >= -1.0 for g in accuracy_gaps.values()))}
-    writers.write_results(
-        workdir, title=f"Multi-task face attributes on {config.data.name} ({config.data.image_size}x"
-                       f"{config.data.image_size}, test split)",
+    return Report(
+        title=f"Multi-task face attributes on {config.data.name} ({config.data.image_size}x"
+              f"{config.data.image_size}, test split)",
         columns=results["columns"], rows=results["rows"],
         notes=[f"Seed 000 claim: one model reads all attributes faster than one model per attribute without "
                f"losing accuracy. Full method vs single-task: {speedup:.2f}x images/s; accuracy gaps (points, "
@@ -489,8 +492,7 @@ def train_and_evaluate(config, workdir: str, mesh=None) -> dict:
                f"images/s: jitted inference of all attributes at batch {config.eval.batch_size} on "
                f"{devices.describe(mesh)}; the single-task arm runs its models one after another. "
                f"`experiments/bench_multitask.py` measures batch 1 and 64."],
-        extra={"summary": summary})
-    return {"summary": summary, **results}
+        summary=summary)
 
 
 # --- inference on image files (experiments/predict.py) ------------------------------------------
