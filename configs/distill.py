@@ -22,10 +22,13 @@ TEACHER_HR = dict(widths=(24, 48, 96), stem_stride=4, blocks_per_level=1, stem_w
                   head_width=24)                                                 # 298k params, 128x128 [30]
 
 
+# `--config=configs/distill.py:<variant>`; listed by `python -m experiments.run --help`.
+VARIANTS = ("default", "smoke", "lr128")
+
+
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
-    variants = ("default", "smoke", "lr128")
-    if arg not in variants:
-        raise ValueError(f"unknown variant {arg!r} of configs/distill.py; allowed: {', '.join(variants)}")
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown variant {arg!r} of configs/distill.py; allowed: {', '.join(VARIANTS)}")
     c = ml_collections.ConfigDict()
     c.recipe = "distill"
     c.seed = 0

@@ -24,10 +24,13 @@ BACKBONE = dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), stem_width=16, st
                 head_hidden=64, decoupling_hidden=32)
 
 
+# `--config=configs/multitask.py:<variant>`; listed by `python -m experiments.run --help`.
+VARIANTS = ("default", "smoke", "full112", "celeb_a")
+
+
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
-    variants = ("default", "smoke", "full112", "celeb_a")
-    if arg not in variants:
-        raise ValueError(f"unknown variant {arg!r} of configs/multitask.py; allowed: {', '.join(variants)}")
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown variant {arg!r} of configs/multitask.py; allowed: {', '.join(VARIANTS)}")
     c = ml_collections.ConfigDict()
     c.recipe = "multitask"
     c.seed = 0

@@ -7,12 +7,55 @@ Multi-host: on Cloud TPU VMs JAX finds its peers by itself; on SLURM / Open MPI 
 elsewhere pass --coordinator_address=host:port --num_processes=N --process_id=i (see README).
 """
 
+import importlib.util
 import json
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def recipe_listing(configs_dir: str = os.path.join(REPO, "configs")) -> str:
+    """One line per recipe of the registry (`jaxface.recipes.RECIPES`): the config files that select it
+    and their variants, e.g. '  distill (configs/distill.py: default, smoke, lr128)'. Reads each config
+    file's `VARIANTS` and the `recipe` of its first variant; imports no recipe, so --help stays fast."""
+    from jaxface.recipes import RECIPES
+
+    found = {name: [] for name in RECIPES}
+    problems = []
+    for file in sorted(f for f in os.listdir(configs_dir) if f.endswith(".py") and f[0] != "_"):
+        shown = f"{os.path.basename(configs_dir)}/{file}"
+        try:
+            spec = importlib.util.spec_from_file_location(f"_jaxface_help_{file[:-3]}", os.path.join(configs_dir, file))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            variants = tuple(module.VARIANTS)
+            recipe = module.get_config(variants[0]).recipe
+        except Exception as e:  # noqa: BLE001  (a broken config file must not break --help)
+            message = (str(e).splitlines() or [""])[0]
+            problems.append(f"  {shown}: not readable ({type(e).__name__}: {message})")
+            continue
+        if recipe in found:
+            found[recipe].append(f"{shown}: {', '.join(variants)}")
+        else:
+            problems.append(f"  {shown}: config.recipe={recipe!r} is not in the registry")
+    lines = [f"  {name} ({'; '.join(configs) or 'no config file yet'})" for name, configs in found.items()]
+    return "\n".join(lines + problems)
+
+
+def _help_text() -> str:
+    try:
+        listing = recipe_listing()
+    except Exception as e:  # noqa: BLE001
+        listing = f"  (could not list them: {type(e).__name__}: {e})"
+    text = f"\nRecipes (jaxface/recipes/__init__.py), their configs and variants (--config=FILE:VARIANT):\n{listing}\n"
+    return text.replace("%", "%%")  # absl formats the docstring with %
+
+
+__doc__ = (__doc__ or "") + _help_text()  # absl shows it for --help / --helpshort
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file, optionally `path.py:variant`.",
                                           lock_config=True)
@@ -75,7 +118,7 @@ def main(argv):
 
     from jaxface.data.pipeline import DamagedDataError
     from jaxface.recipes import get_recipe
-    from jaxface.train import checkpoints, devices, loop
+    from jaxface.train import checkpoints, devices, driver, loop
 
     checkpoints.quiet_orbax()
     if _COMPILATION_CACHE.value:
@@ -103,9 +146,8 @@ def main(argv):
     logging.info("JAX %s on %s", jax.__version__, devices.describe(mesh))
     logging.info("config:\n%s", config)
     try:
-        with loop.WorkdirLock(workdir):
-            # the recipe writes config.json once the workdir's finished stages are known to match it
-            results = recipe.train_and_evaluate(config, workdir, mesh=mesh)
+        # locks the workdir; writes config.json once the workdir's stages are known to match the config
+        results = driver.train_and_evaluate(recipe, config, workdir, mesh=mesh)
     except loop.WorkdirBusyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)

@@ -61,6 +61,26 @@ def run_cli(*args, env=None):
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
+def test_help_lists_every_recipe_with_its_config_variants():
+    import importlib
+
+    from jaxface.recipes import RECIPES
+
+    proc = run_cli("--help")
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    help_lines = proc.stdout.splitlines()
+    assert "  distill (configs/distill.py: default, smoke, lr128)" in help_lines, proc.stdout
+    # every registered recipe, with every config file in configs/ that selects it and that file's VARIANTS
+    listed = {}
+    for file in sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py") and f[0] != "_"):
+        module = importlib.import_module(f"configs.{file[:-3]}")
+        recipe = module.get_config(module.VARIANTS[0]).recipe
+        listed.setdefault(recipe, []).append(f"configs/{file}: {', '.join(module.VARIANTS)}")
+    assert set(listed) == set(RECIPES)
+    for recipe, configs in listed.items():
+        assert f"  {recipe} ({'; '.join(configs)})" in help_lines, proc.stdout
+
+
 @pytest.mark.parametrize("override, message", [
     ("--config.train.batch_sise=8", "batch_sise"),
     ("--config.train.batch_size=abc", "batch_size"),
@@ -91,7 +111,7 @@ def test_teachers_from_an_earlier_run_are_checked_against_the_config(distill_smo
     config.teachers.big_checkpoint = str(reference_dir)  # a workdir ...
     config.teachers.hr_checkpoint = str(reference_dir / "checkpoints" / "teacher_hr")  # ... or the stage itself
     distill.validate_config(config)
-    assert [s.name for s in distill.make_stages(config, [None], reused=distill.reused_teachers(config))] == [
+    assert [s.name for s in distill.make_stages(config, {"train": [None]})] == [
         "student", "student_kd_big", "student_kd_hr", "student_kd_both"]
 
     config.models.teacher_big = dict(config.models.teacher_big, widths=(8, 16, 32))

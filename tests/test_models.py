@@ -5,15 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxface.models import (
-    HEATMAP_BIAS_INIT,
-    STUDENT,
-    TEACHER_BIG,
-    TEACHER_HR,
-    CenterNet,
-    FeatureAdapter,
-    param_count,
-)
+from configs.distill import STUDENT, TEACHER_BIG, TEACHER_HR  # the sizes the distill recipe trains
+from jaxface.models import HEATMAP_BIAS_INIT, CenterNet, FeatureAdapter, param_count
 
 NUM_CLASSES = 3
 # Behavioural tests run a tiny network on 16x16 images (compiling the presets would dominate the run time);
@@ -58,7 +51,7 @@ def _output_shapes(model, size, batch=2):
 
 @pytest.mark.parametrize(
     "preset, size, widths",
-    [(STUDENT, 64, (16, 32, 64)), (TEACHER_BIG, 64, TEACHER_BIG["widths"]), (TEACHER_HR, 128, TEACHER_HR["widths"])],
+    [(STUDENT, 64, STUDENT["widths"]), (TEACHER_BIG, 64, TEACHER_BIG["widths"]), (TEACHER_HR, 128, TEACHER_HR["widths"])],
     ids=["student", "teacher_big", "teacher_hr"],
 )
 def test_preset_output_shapes(preset, size, widths):
@@ -186,9 +179,10 @@ def test_feature_adapter_maps_student_channels_to_teacher_channels():
     adapter_vars = jax.jit(lambda f: adapter.init(jax.random.key(1, impl="rbg"), f))(features)
     adapted = jax.jit(adapter.apply)(adapter_vars, features)
     assert isinstance(adapted, tuple)
-    assert [a.shape for a in adapted] == [(2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 128)]
+    c1, c2, c3 = TEACHER_BIG["widths"]
+    assert [a.shape for a in adapted] == [(2, 16, 16, c1), (2, 8, 8, c2), (2, 4, 4, c3)]
     assert all(a.dtype == jnp.float32 for a in adapted)
-    assert [adapter_vars["params"][f"level{k}"]["bias"].shape for k in (1, 2, 3)] == [(32,), (64,), (128,)]
+    assert [adapter_vars["params"][f"level{k}"]["bias"].shape for k in (1, 2, 3)] == [(c1,), (c2,), (c3,)]
     # A 1x1 conv: each output pixel is kernel^T @ input pixel + bias.
     level1 = adapter_vars["params"]["level1"]
     expected = features[0][0, 3, 5] @ level1["kernel"][0, 0] + level1["bias"]

@@ -64,7 +64,7 @@ Use:
   builder = prepare('default', data_dir)          # download_and_prepare(file_format='array_record')
   source = data_source('default', 'train', data_dir)
   example = source[0]                             # dict of numpy arrays; source[i] is example i
-  HEAD_DIMS, LABEL_SCALES                         # network heads and regression-loss scales
+  ATTRIBUTE_SPECS, POSE_SPEC, LABEL_SCALES        # head widths (`output_dim`), regression-loss scales
 Rendering without the builder: `render_face(sample_identity(seed, k), sample_example(rng, person, subset))`;
 `landmarks(...)` gives the 5 projected landmarks (eyes, nose tip, mouth corners) of such a render.
 """
@@ -116,9 +116,6 @@ ATTRIBUTE_SPECS = {
     'glasses': AttributeSpec('classification', num_classes=2),
 }
 POSE_SPEC = AttributeSpec('regression', dim=3, units='degrees (yaw, pitch, roll)')
-# (name, output width) of every head, attributes in ATTRIBUTES order then pose: the `heads` argument of
-# jaxface.models.attributes.MultiTaskAttributeNet.
-HEAD_DIMS = tuple((name, ATTRIBUTE_SPECS[name].output_dim) for name in ATTRIBUTES) + (('pose', POSE_SPEC.output_dim),)
 # Rough spread of each regression label (years, score points, degrees), to divide errors by in a loss.
 LABEL_SCALES = {'age': 10.0, 'face_value': 10.0, 'pose': 20.0}
 INDEPENDENT_ATTRIBUTES = ('gender', 'quality', 'mask', 'glasses')

@@ -3,9 +3,6 @@
 from jaxface.models.centernet import (
     HEATMAP_BIAS_INIT,
     HEATMAP_PRIOR,
-    STUDENT,
-    TEACHER_BIG,
-    TEACHER_HR,
     CenterNet,
     ConvBNReLU,
     FeatureAdapter,
@@ -20,8 +17,5 @@ __all__ = [
     "HEATMAP_BIAS_INIT",
     "HEATMAP_PRIOR",
     "ResidualBlock",
-    "STUDENT",
-    "TEACHER_BIG",
-    "TEACHER_HR",
     "param_count",
 ]

@@ -40,18 +40,6 @@ HEATMAP_BIAS_INIT = math.log(HEATMAP_PRIOR / (1.0 - HEATMAP_PRIOR))
 # He initialisation (fan-out) for convs followed by ReLU, as in torchvision's ResNets.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
-# Embedded CPU default sizes (student on 64x64, HR teacher on 128x128); accelerator configs pass larger widths.
-# Parameter counts with one class: student 141,509; big teacher 923,141 (6.5x); HR teacher 307,165 (2.2x).
-# Forward cost per image: student 17.0 MFLOP, big teacher 75.8 MFLOP, HR teacher (128x128) 38.8 MFLOP.
-STUDENT = dict(widths=(16, 32, 64), stem_stride=2, blocks_per_level=1, head_width=32)
-# Teacher 1: same input as the student, doubled widths and two blocks per level. Its extra parameters sit
-# mostly in the low-resolution levels, where they cost few FLOPs.
-TEACHER_BIG = dict(widths=(32, 64, 128), stem_stride=2, blocks_per_level=2, head_width=32)
-# Teacher 2: an image L = 2 times larger and a stem stride L times larger (4 instead of 2), so its three
-# feature maps have the student's spatial shapes. A narrow stem (16) keeps the two full-/half-resolution
-# stem convs cheap.
-TEACHER_HR = dict(widths=(24, 48, 96), stem_stride=4, blocks_per_level=1, head_width=32, stem_width=16)
-
 
 def _upsample2_nearest(x: jnp.ndarray) -> jnp.ndarray:
     """[B, h, w, C] -> [B, 2h, 2w, C] by repeating each pixel into a 2x2 block."""

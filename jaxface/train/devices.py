@@ -20,6 +20,8 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxface.train.stages import StepFn
+
 AXIS = "data"
 
 
@@ -148,20 +150,6 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
     """{name: np.ndarray [local_batch, ...]} from this process -> global arrays split over `AXIS`."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-def unreplicate(tree: Any) -> Any:
-    """Replicated global arrays -> host numpy (reads the local copy, no communication)."""
-    def get(x):
-        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return x
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(x)
-    return jax.tree.map(get, tree)
-
-
-StepFn = Callable[..., tuple[Any, dict]]
 
 
 def stop_flags(mesh: Mesh) -> dict[bool, jax.Array]:

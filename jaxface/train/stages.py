@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import optax
 
-Variables = Mapping[str, Any]
+from jaxface.train.state import Variables
+
 # load(stage_name) -> {model_name: {'params': ..., 'batch_stats': ...}} of a finished stage's exported models.
 Loader = Callable[[str], dict[str, Variables]]
 
