@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from jaxface.train import devices
-from jaxface.train import checkpoints
+from jaxface.train import checkpoints, devices
 from jaxface.train.checkpoints import StageCheckpoints, is_done, quiet_orbax
 from jaxface.train.stages import Stage
 from jaxface.train.state import TrainState
