@@ -1,6 +1,7 @@
 r"""Predicts with a finished run: one JSON line per image on stdout.
 
-  python -m experiments.predict --workdir=runs/mt face1.png face2.jpg
+  python -m experiments.predict --workdir=runs/mt face1.png face2.jpg    # attributes
+  python -m experiments.predict --workdir=runs/distill photos/           # boxes; a folder: its images
 
 The run's `config.json` names its recipe; the recipe module provides
 `predict_images(config, workdir, images: list[np.ndarray [H, W, 3] uint8]) -> list[dict]` (a later
@@ -20,10 +21,11 @@ import sys
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # refused above this (a 10k x 10k image), checked on the header before decoding
 MAX_SIDE = 1024           # larger images are downscaled on reading (the models read <= 112 px)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # read from folders
 
 
 class UnreadableImage(ValueError):
@@ -48,7 +50,7 @@ def read_image(path: str) -> np.ndarray:
     if not os.path.exists(path):
         raise UnreadableImage("no such file")
     if os.path.isdir(path):
-        raise UnreadableImage("is a directory, not an image file")
+        raise UnreadableImage("is a folder without image files")
     if os.path.getsize(path) == 0:
         raise UnreadableImage("empty file")
     try:
@@ -62,6 +64,7 @@ def read_image(path: str) -> np.ndarray:
                 raise UnreadableImage(f"{width}x{height} pixels is outside the allowed 1 to {MAX_PIXELS:,} pixels")
             image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes directly at a reduced scale
             image.load()
+            image = ImageOps.exif_transpose(image)  # as the camera held it (EXIF orientation)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
                 grey = _to_uint8(np.asarray(image))
                 image = Image.fromarray(grey, "L")
@@ -96,11 +99,24 @@ def load_run(workdir: str):
     return config, recipe
 
 
+def expand_folders(paths: list[str]) -> list[str]:
+    """Each folder replaced by its image files (by suffix, sorted); files are kept as given."""
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+            out.extend(found or [path])  # an empty folder is reported as not an image
+        else:
+            out.append(path)
+    return out
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Predict attributes of image files with a finished run.")
+    parser = argparse.ArgumentParser(description="Predict with a finished run (attributes, boxes) on image files.")
     parser.add_argument("--workdir", required=True, help="workdir of a finished experiments.run run")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders of them")
     args = parser.parse_args(argv)
+    args.images = expand_folders(args.images)
     try:
         config, recipe = load_run(args.workdir)
     except (ValueError, FileNotFoundError) as e:

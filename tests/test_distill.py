@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.results_table import formatted
@@ -150,3 +151,20 @@ def test_rerun_with_a_changed_config_is_refused_and_the_record_kept(distill_smok
     assert errors[0].startswith(f"error: stage teacher_big in {workdir} was trained with another config: "
                                 f"train.learning_rate: 0.01 -> 0.5;"), errors[0]
     assert (workdir / "config.json").read_text() == record
+
+
+def test_predict_gives_the_students_boxes_as_json(distill_smoke_run, tmp_path):
+    from PIL import Image
+
+    workdir, _ = distill_smoke_run
+    for i, size in enumerate([(64, 64), (90, 120)]):
+        Image.fromarray(np.full(size + (3,), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={workdir}", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
+    for line in lines:
+        assert set(line) == {"file", "detections"} and isinstance(line["detections"], list)
+        for d in line["detections"]:
+            assert set(d) == {"class", "score", "box_xyxy"} and d["score"] >= 0.3

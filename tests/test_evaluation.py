@@ -411,3 +411,13 @@ def test_padded_rows_do_not_reach_the_metric():
     assert accuracy == 50.0
     # and against the split's own labels, as multitask.evaluate does
     assert multitask.attribute_metric(config, "gender", out["logits"], labels, known) == 50.0
+
+
+def test_detection_records_map_boxes_back_to_the_image_and_drop_low_scores():
+    from jaxface.evaluation import detection_records
+
+    boxes = np.array([[0.0, 0.5, 0.5, 1.0], [0.25, 0.25, 0.75, 0.75]], np.float32)  # [ymin, xmin, ymax, xmax]
+    records = detection_records(boxes, np.array([0.9, 0.2]), np.array([1, 0]), ("fist", "point"),
+                                score_threshold=0.3, top=10.0, left=0.0, side=100.0)
+    # a 100-px square read from rows 10-110 of the image: box x 50-100, y 10-60
+    assert records == [{"class": "point", "score": 0.9, "box_xyxy": [50.0, 10.0, 100.0, 60.0]}]

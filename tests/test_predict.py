@@ -69,7 +69,7 @@ def image_files(tmp_path_factory):
 
 GOOD = ("face.png", "grey.png", "alpha.png", "grey16.png", "large.jpg")
 BAD = {"absurd.png": "pixels is outside", "empty.png": "empty file", "notes.txt": "not an image",
-       "truncated.png": "truncated", "folder.png": "directory", "missing.png": "no such file"}
+       "truncated.png": "truncated", "folder.png": "folder without image files", "missing.png": "no such file"}
 
 
 def test_read_image_gives_8_bit_rgb_of_bounded_size(image_files):
@@ -113,3 +113,19 @@ def test_cli_refuses_a_workdir_without_a_run(tmp_path, image_files):
                            image_files["face.png"]], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "config.json not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exif_orientation_is_applied_and_folders_expand_to_their_images(tmp_path):
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera was turned: view rotated 90 degrees clockwise
+    Image.fromarray(wide).save(tmp_path / "b_turned.jpg", exif=exif, quality=95)
+    Image.fromarray(wide).save(tmp_path / "a_plain.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    turned = predict.read_image(str(tmp_path / "b_turned.jpg"))
+    assert turned.shape == (40, 20, 3)  # as displayed: tall, with the white half on top
+    assert turned[:20].mean() > 200 and turned[20:].mean() < 50
+    assert predict.read_image(str(tmp_path / "a_plain.png")).shape == (20, 40, 3)
+    assert predict.expand_folders([str(tmp_path), "x.png"]) == [
+        str(tmp_path / "a_plain.png"), str(tmp_path / "b_turned.jpg"), "x.png"]

@@ -261,3 +261,24 @@ def detection_average_precision(
         class_aps.append(ap)
     results["mAP"] = float(np.mean(class_aps)) if class_aps else float("nan")
     return results
+
+
+def detection_records(boxes, scores, classes, class_names, *, score_threshold: float, top: float = 0.0,
+                      left: float = 0.0, side: float = 1.0) -> list[dict]:
+    """One image's decoded detections as JSON-able records, those with score >= `score_threshold`.
+
+    Args:
+      boxes: [K, 4] normalised [ymin, xmin, ymax, xmax] in a square of `side` pixels whose top-left
+        corner is at (`top`, `left`) of the original image (the centred square a model read).
+      scores: [K]; classes: [K] int indices into `class_names`.
+
+    Returns:
+      [{'class': name, 'score': float, 'box_xyxy': [x0, y0, x1, y1] in the original image's pixels}].
+    """
+    records = []
+    for box, score, label in zip(np.asarray(boxes), np.asarray(scores), np.asarray(classes)):
+        if score >= score_threshold:
+            y0, x0, y1, x1 = (float(v) * side for v in box)
+            records.append({"class": class_names[int(label)], "score": round(float(score), 4),
+                            "box_xyxy": [round(left + x0, 1), round(top + y0, 1), round(left + x1, 1), round(top + y1, 1)]})
+    return records

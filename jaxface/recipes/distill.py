@@ -18,15 +18,18 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from absl import logging
 
 from jaxface.data import centernet_targets, synthetic_gestures
+from jaxface.data.images import center_square, resize_images
 from jaxface.data.pipeline import ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
-from jaxface.evaluation import decode_centernet, detection_average_precision, plots
+from jaxface.evaluation import decode_centernet, detection_average_precision, detection_records, plots
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
 from jaxface.models import CenterNet, FeatureAdapter, param_count
 from jaxface.train import checkpoints, devices, loop, writers
+from jaxface.train.checkpoints import load_exported
 from jaxface.train.driver import Report
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
@@ -326,3 +329,23 @@ def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
                f"{devices.describe(mesh)}.",
                *[f"{stage} was not trained in this run: reused from {d}." for stage, d in imported_stages(config).items()]],
         summary=summary, extra={"per_class_AP": results["per_class"]})
+
+
+# --- inference on image files (experiments/predict.py) ------------------------------------------
+FINAL_STAGE = "student_kd_both"  # the method's model: the student distilled from both teachers
+
+
+def predict_images(config, workdir: str, images: list) -> list[dict]:
+    """Detections of each RGB uint8 image [H, W, 3] (any size: its centred square is resized to the
+    student's input) by the two-teacher student, those scoring >= config.eval.score_threshold:
+    [{'detections': [{'class', 'score', 'box_xyxy': [x0, y0, x1, y1] in the image's pixels}]}]."""
+    variables = load_exported(workdir, FINAL_STAGE, ["student"])["student"]
+    predict, size = jax.jit(_predict_fn(config, "student")), _input_size(config)
+    results = []
+    for image in images:
+        top, left, side = center_square(*image.shape[:2])
+        found = jax.device_get(predict(variables, {"image": resize_images(np.asarray(image, np.uint8)[None], size)}))
+        results.append({"detections": detection_records(
+            found["pred_boxes"][0], found["pred_scores"][0], found["pred_classes"][0], synthetic_gestures.CLASS_NAMES,
+            score_threshold=config.eval.score_threshold, top=top, left=left, side=side)})
+    return results

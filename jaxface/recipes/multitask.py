@@ -24,16 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from PIL import Image
 
 from jaxface.data import synthetic_faces as sf
+from jaxface.data.images import resize_images
 from jaxface.data.pipeline import ArraySource, ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
 from jaxface.losses.attributes import multi_head_attribute_loss
 from jaxface.models.attributes import MultiTaskAttributeNet, merge_params
 from jaxface.models.common import param_count
 from jaxface.train import devices, loop, writers
 from jaxface.train.driver import Report
-from jaxface.train.checkpoints import StageCheckpoints, is_done
+from jaxface.train.checkpoints import load_exported
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
 
@@ -126,23 +126,6 @@ class SubsetSource(ArraySource):
 
     def gather(self, indices: np.ndarray) -> dict:
         return self._base.gather(self._indices[indices])
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """[N, H, W, 3] uint8 -> [N, size, size, 3]: a centred square crop, then an exact box average when
-    the side is an integer multiple of `size` (cheap), else Pillow's area-aware bilinear resize."""
-    n, h, w, _ = images.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    images = images[:, top:top + side, left:left + side]
-    if side == size:
-        return np.ascontiguousarray(images)
-    if side % size == 0:
-        f = side // size
-        boxed = images.reshape(n, size, f, size, f, 3).mean(axis=(2, 4), dtype=np.float32)
-        return np.round(boxed).astype(np.uint8)
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR,
-                                                           reducing_gap=2.0)) for im in images])
 
 
 def synthetic_to_canonical(examples: dict, image_size: int) -> dict:
@@ -499,14 +482,7 @@ def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
 def predict_images(config, workdir: str, images: list[np.ndarray]) -> list[dict]:
     """Attributes of each RGB uint8 image [H, W, 3] (any size: centre-cropped square, then resized) from
     the final stage's exported network: [{head: value}] (see `describe_prediction`)."""
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints", FINAL_STAGE)
-    if not is_done(directory):
-        raise FileNotFoundError(f"{workdir} has no finished {FINAL_STAGE} stage; train it first with experiments.run")
-    ckpt = StageCheckpoints(directory, save_every_steps=1, keep=1)
-    try:
-        variables = ckpt.restore_variables(["net"])["net"]
-    finally:
-        ckpt.close()
+    variables = load_exported(workdir, FINAL_STAGE, ["net"])["net"]
     heads, decoupling = stage_models(config)[FINAL_STAGE]["net"]
     apply = jax.jit(predict_fn(config, heads, decoupling))
     results = []

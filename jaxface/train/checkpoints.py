@@ -71,6 +71,20 @@ def finished_stage_dir(path: str, stage: str) -> str:
                             f"checkpoints/{stage}/ under it)")
 
 
+def load_exported(workdir: str, stage: str, models: list[str] | None = None) -> dict[str, dict]:
+    """{model: {'params', 'batch_stats'?}} (host arrays on this process's first device) of a finished
+    stage of the run in `workdir`: `models`, or every model the stage saved. FileNotFoundError with one
+    line when the stage is not finished there."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints", stage)
+    if not is_done(directory):
+        raise FileNotFoundError(f"{workdir} has no finished {stage} stage; train it first with experiments.run")
+    ckpt = StageCheckpoints(directory, save_every_steps=1, keep=1)
+    try:
+        return ckpt.restore_variables(models)
+    finally:
+        ckpt.close()
+
+
 class _DropOrbaxInfo(py_logging.Filter):
     """Orbax logs dozens of INFO lines per save; keep its warnings and errors only."""
 
