@@ -93,10 +93,7 @@ def load_run(workdir: str):
         raise FileNotFoundError(f"{path} not found: --workdir must be the workdir of a run of experiments.run")
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    recipe = get_recipe(config.get("recipe", ""))
-    if not hasattr(recipe, "predict_images"):
-        raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
-    return config, recipe
+    return config, get_recipe(config.get("recipe", ""))
 
 
 def expand_folders(paths: list[str]) -> list[str]:
@@ -119,6 +116,8 @@ def main(argv=None) -> int:
     args.images = expand_folders(args.images)
     try:
         config, recipe = load_run(args.workdir)
+        if not hasattr(recipe, "predict_images"):
+            raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -168,3 +169,34 @@ def test_predict_gives_the_students_boxes_as_json(distill_smoke_run, tmp_path):
         assert set(line) == {"file", "detections"} and isinstance(line["detections"], list)
         for d in line["detections"]:
             assert set(d) == {"class", "score", "box_xyxy"} and d["score"] >= 0.3
+
+
+def test_evaluate_and_export_a_finished_workdir(distill_smoke_run, gestures_data_dir, tmp_path):
+    import orbax.checkpoint as ocp
+
+    from jaxface.train.checkpoints import load_exported
+
+    workdir, _ = distill_smoke_run
+    own = (workdir / "results.json").read_text()
+    proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}", "--split=validation",
+                           f"--out={tmp_path / 'eval'}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.load(open(tmp_path / "eval" / "results.json"))
+    assert [r["stage"] for r in evaluated["rows"]] == [r["stage"] for r in json.loads(own)["rows"]]
+    assert "Split 'validation'" in (tmp_path / "eval" / "results.md").read_text()
+    assert (tmp_path / "eval" / "loss_curves.png").exists() and (workdir / "results.json").read_text() == own
+
+    proc = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={workdir}",
+                           f"--out={tmp_path / 'exported'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.load(open(tmp_path / "exported" / "model.json"))
+    assert (info["recipe"], info["stage"], info["model"]) == ("distill", "student_kd_both", "student")
+    assert info["input"]["image"] == {"shape": [64, 64, 3], "dtype": "uint8", "range": [0, 255], "layout": "HWC, RGB"}
+    assert info["config"]["models"]["student"]["widths"] == [16, 32, 64]
+    plain = ocp.PyTreeCheckpointer().restore(str(tmp_path / "exported" / "model"))  # no jaxface code involved
+    ours = load_exported(str(workdir), "student_kd_both", ["student"])["student"]
+    for a, b in zip(*(jax.tree.leaves({k: tree[k] for k in ("params", "batch_stats")}) for tree in (plain, ours))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={workdir}",
+                            f"--out={tmp_path / 'exported'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists already" in again.stderr

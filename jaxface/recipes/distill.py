@@ -273,7 +273,7 @@ def _predict_fn(config, name: str):
     return predict
 
 
-def _evaluate_stages(config, store, test_source, mesh, workdir: str) -> dict:
+def _evaluate_stages(config, store, test_source, mesh, out_dir: str) -> dict:
     limit = None if config.eval.num_examples < 0 else config.eval.num_examples
     rows, per_class, detections, speed = [], {}, {}, {}
     first, _ = next(ordered_batches(test_source, config.eval.batch_size))
@@ -294,29 +294,31 @@ def _evaluate_stages(config, store, test_source, mesh, workdir: str) -> dict:
         detections[stage] = preds
         logging.info("[%s] mAP@0.5 %.4f, %.0f images/s", stage, ap["mAP"], rows[-1]["images/s"])
     if jax.process_index() == 0:
-        _plots(config, workdir, detections)
+        _plots(config, store.workdir, out_dir, detections)
     return {"rows": rows, "per_class": per_class}
 
 
-def _plots(config, workdir: str, detections: dict) -> None:
+def _plots(config, workdir: str, out_dir: str, detections: dict) -> None:
+    """Loss curves of the run in `workdir` and detections of two stages, as PNGs in `out_dir`."""
     metrics = writers.read_metrics(workdir)
     # The detection (task) loss is comparable across stages; distillation stages log it as 'task'.
-    plots.save_curves(os.path.join(workdir, "loss_curves.png"),
+    plots.save_curves(os.path.join(out_dir, "loss_curves.png"),
                       {stage: (sorted(m), [m[s].get("task", m[s]["loss"]) for s in sorted(m)])
                        for stage, m in metrics.items()},
                       title="CenterNet task loss per stage (distillation terms excluded)", ylabel="loss", log_y=True)
     for stage in ("student", "student_kd_both"):
         p = detections[stage]
         plots.save_detection_grid(
-            os.path.join(workdir, f"detections_{stage}.png"), p["image"][:16], p["pred_boxes"][:16],
+            os.path.join(out_dir, f"detections_{stage}.png"), p["image"][:16], p["pred_boxes"][:16],
             p["pred_scores"][:16], p["pred_classes"][:16], class_names=synthetic_gestures.CLASS_NAMES,
             gt_boxes=p["boxes"][:16], gt_labels=p["labels"][:16], score_threshold=config.eval.score_threshold,
             title=f"{stage}: predictions (solid) and ground truth (dashed)")
 
 
-def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
-    """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student."""
-    results = _evaluate_stages(config, store, data["test"], mesh, workdir)
+def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
+    """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student;
+    figures go to `out_dir`."""
+    results = _evaluate_stages(config, store, data["test"], mesh, out_dir)
     by_stage = {r["stage"]: r for r in results["rows"]}
     student, both = by_stage["student"]["mAP@0.5"], by_stage["student_kd_both"]["mAP@0.5"]
     summary = {"student_mAP": student, "student_kd_both_mAP": both, "claim_holds": bool(both > student)}
@@ -332,14 +334,20 @@ def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
 
 
 # --- inference on image files (experiments/predict.py) ------------------------------------------
-FINAL_STAGE = "student_kd_both"  # the method's model: the student distilled from both teachers
+EXPORT = ("student_kd_both", "student")  # the method's model: the student distilled from both teachers
+
+
+def input_format(config) -> dict:
+    size = _input_size(config)
+    return {"image": {"shape": [size, size, 3], "dtype": "uint8", "range": [0, 255], "layout": "HWC, RGB"}}
 
 
 def predict_images(config, workdir: str, images: list) -> list[dict]:
     """Detections of each RGB uint8 image [H, W, 3] (any size: its centred square is resized to the
     student's input) by the two-teacher student, those scoring >= config.eval.score_threshold:
     [{'detections': [{'class', 'score', 'box_xyxy': [x0, y0, x1, y1] in the image's pixels}]}]."""
-    variables = load_exported(workdir, FINAL_STAGE, ["student"])["student"]
+    stage, model = EXPORT
+    variables = load_exported(workdir, stage, [model])[model]
     predict, size = jax.jit(_predict_fn(config, "student")), _input_size(config)
     results = []
     for image in images:

@@ -45,6 +45,7 @@ ARMS = {"single-task (7 models)": None, "multi-task, all at once": "joint",
         "staged, no decoupling": "stage3_plain", "staged + decoupling (full)": "stage3"}
 ARM_LABELS = dict(zip(ARMS, ("single x7", "joint", "staged", "staged+decoupling")))  # short, for plots
 FINAL_STAGE = "stage3"
+EXPORT = (FINAL_STAGE, "net")  # the full method's network, for export and predict
 CLASS_NAMES = {"gender": ("female", "male"), "smile": ("neutral", "smiling"), "quality": sf.QUALITY_NAMES,
                "mask": ("no", "yes"), "glasses": ("no", "yes")}
 
@@ -368,7 +369,7 @@ def metric_column(config, head: str) -> str:
     return f"{head} {'acc %' if head_specs(config)[head].kind == 'classification' else 'MAE'}"
 
 
-def _evaluate_arms(config, store, test: ArraySource, mesh, workdir: str) -> dict:
+def _evaluate_arms(config, store, test: ArraySource, mesh, out_dir: str) -> dict:
     available = list(head_specs(config))
     first, _ = next(ordered_batches(test, config.eval.batch_size))
     outputs, rates, params, heads_of = {}, {}, {}, {}
@@ -400,7 +401,7 @@ def _evaluate_arms(config, store, test: ArraySource, mesh, workdir: str) -> dict
         rows.append(row)
         logging.info("%s", row)
     if jax.process_index() == 0:
-        _plots(config, workdir, rows, test, outputs[FINAL_STAGE], available)
+        _plots(config, store.workdir, out_dir, rows, test, outputs[FINAL_STAGE], available)
     return {"rows": rows, "columns": ["arm", "models", "params"] + [metric_column(config, h) for h in available]
             + ["images/s"]}
 
@@ -432,11 +433,12 @@ def _caption(config, preds: dict, index: int) -> str:
     return "\n".join(", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2))
 
 
-def _plots(config, workdir: str, rows: list, test: ArraySource, final_outputs: dict, heads: list) -> None:
+def _plots(config, workdir: str, out_dir: str, rows: list, test: ArraySource, final_outputs: dict, heads: list) -> None:
+    """Loss curves of the run in `workdir`, per-attribute charts and sample faces, as PNGs in `out_dir`."""
     from jaxface.evaluation import plots  # matplotlib only where figures are drawn
 
     metrics = writers.read_metrics(workdir)
-    plots.save_curves(os.path.join(workdir, "loss_curves.png"),
+    plots.save_curves(os.path.join(out_dir, "loss_curves.png"),
                       {stage: (sorted(m), [m[s]["loss"] for s in sorted(m)]) for stage, m in metrics.items()},
                       title="training loss per stage", ylabel="loss", log_y=True)
     for kind, name, ylabel in (("classification", "accuracy", "test accuracy (%)"),
@@ -444,18 +446,18 @@ def _plots(config, workdir: str, rows: list, test: ArraySource, final_outputs: d
         columns = [metric_column(config, h) for h in heads if head_specs(config)[h].kind == kind]
         groups = {ARM_LABELS[r["arm"]]: {c.split()[0]: r[c] for c in columns if c in r} for r in rows}
         if any(groups.values()):
-            plots.save_bar_chart(os.path.join(workdir, f"attributes_{name}.png"), groups,
+            plots.save_bar_chart(os.path.join(out_dir, f"attributes_{name}.png"), groups,
                                  title=f"per-attribute {name} by arm", ylabel=ylabel)
     count = min(config.eval.num_sample_faces, len(test))
     captions = [_caption(config, {h: v for h, v in final_outputs.items()}, i) for i in range(count)]
-    plots.save_captioned_grid(os.path.join(workdir, "sample_faces.png"), test.arrays["image"][:count], captions,
+    plots.save_captioned_grid(os.path.join(out_dir, "sample_faces.png"), test.arrays["image"][:count], captions,
                               max_images=count, title="test faces (unseen identities): full method's predictions")
 
 
-def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
+def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
     """Every arm on the eval split, and the claim: the full method reads all attributes faster than the
     single-task models without losing accuracy."""
-    results = _evaluate_arms(config, store, data["test"], mesh, workdir)
+    results = _evaluate_arms(config, store, data["test"], mesh, out_dir)
     rows = {r["arm"]: r for r in results["rows"]}
     single, full = rows["single-task (7 models)"], rows["staged + decoupling (full)"]
     gaps = {c: full[c] - single[c] for c in results["columns"][3:-1] if c in single and c in full}
@@ -479,6 +481,11 @@ def evaluate(config, store, data: dict, mesh, workdir: str) -> Report:
 
 
 # --- inference on image files (experiments/predict.py) ------------------------------------------
+def input_format(config) -> dict:
+    size = config.data.image_size
+    return {"image": {"shape": [size, size, 3], "dtype": "uint8", "range": [0, 255], "layout": "HWC, RGB"}}
+
+
 def predict_images(config, workdir: str, images: list[np.ndarray]) -> list[dict]:
     """Attributes of each RGB uint8 image [H, W, 3] (any size: centre-cropped square, then resized) from
     the final stage's exported network: [{head: value}] (see `describe_prediction`)."""

@@ -6,22 +6,32 @@ A recipe is a module that provides (the contract, `Recipe`):
   load_data(config) -> data               the recipe's splits; preparing a data set happens on process 0
                                           first (`devices.main_process_first`)
   make_stages(config, data) -> [Stage]    what the core trains, in order
-  evaluate(config, store, data, mesh, workdir) -> Report
-                                          the results table, notes and summary (and the recipe's plots)
+  evaluate(config, store, data, mesh, out_dir) -> Report
+                                          the results table, notes and summary; figures go to out_dir
+                                          (the run's own metrics are read from store.workdir)
+  EXPORT = (stage, model)                 the method's final model, for export and predict
+  input_format(config) -> {name: {'shape', 'dtype', ...}}   what that model reads, per example
   imported_stages(config) -> {stage: dir} optional: stages finished in other runs (e.g. reused teachers)
+  predict_images(config, workdir, images) -> [dict]         optional: `experiments.predict`
 
 `train_and_evaluate(recipe, config, workdir)` then validates, takes the workdir lock, loads the data,
 trains (`loop.run_stages`: resume, checkpoints, config.json once the workdir's fingerprints match),
 evaluates and writes `results.json` / `results.md`. `python -m experiments.run` is this function
-behind a command line, so a notebook that calls it gets the same workdir as the CLI.
+behind a command line, so a notebook that calls it gets the same workdir as the CLI. On a finished
+workdir, `evaluate_run` re-evaluates (another split, another folder) and `export_run` writes the final
+model as a plain orbax checkpoint (`experiments.evaluate`, `experiments.export`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Mapping, Protocol, Sequence
 
-from jaxface.train import devices, loop, writers
+import jax
+
+from jaxface.train import checkpoints, devices, loop, writers
 from jaxface.train.stages import Stage
 
 
@@ -46,7 +56,7 @@ class Recipe(Protocol):
 
     def make_stages(self, config, data) -> list[Stage]: ...
 
-    def evaluate(self, config, store: loop.StageStore, data, mesh, workdir: str) -> Report: ...
+    def evaluate(self, config, store: loop.StageStore, data, mesh, out_dir: str) -> Report: ...
 
 
 def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
@@ -61,8 +71,51 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
         store = loop.run_stages(recipe.make_stages(config, data), workdir=workdir,
                                 options=loop.LoopOptions.from_config(config), mesh=mesh, imported=imported,
                                 config_json=config.to_json_best_effort(indent=1))
-        report = recipe.evaluate(config, store, data, mesh, workdir)
-        writers.write_results(workdir, title=report.title, columns=list(report.columns), rows=list(report.rows),
-                              notes=list(report.notes), extra={**report.extra, "summary": dict(report.summary)})
+        return _write_report(workdir, recipe.evaluate(config, store, data, mesh, workdir))
+
+
+def _write_report(out_dir: str, report: Report) -> dict:
+    writers.write_results(out_dir, title=report.title, columns=list(report.columns), rows=list(report.rows),
+                          notes=list(report.notes), extra={**report.extra, "summary": dict(report.summary)})
     return {"summary": dict(report.summary), "columns": list(report.columns), "rows": list(report.rows),
             **report.extra}
+
+
+def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: str, mesh=None) -> dict:
+    """Evaluates every stage of the finished run in `workdir` (its `config`) on `split` without training,
+    writing results.json / results.md and the figures to `out_dir` (the run's own results stay as they are)."""
+    config = config.copy_and_resolve_references()
+    config.data.eval_split = split
+    recipe.validate_config(config)
+    mesh = devices.make_mesh() if mesh is None else mesh
+    data = recipe.load_data(config)
+    imported = recipe.imported_stages(config) if hasattr(recipe, "imported_stages") else {}
+    stages = recipe.make_stages(config, data)
+    store = loop.StageStore(workdir, stages, imported)
+    unfinished = [s.name for s in stages if not store.is_done(s.name)]
+    if unfinished:
+        raise FileNotFoundError(f"{workdir}: stages {unfinished} are not finished; finish the run with experiments.run")
+    loop.check_fingerprints(stages, store)
+    os.makedirs(out_dir, exist_ok=True)
+    return _write_report(out_dir, recipe.evaluate(config, store, data, mesh, out_dir))
+
+
+def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
+    """Writes the final model (`recipe.EXPORT`) of the finished run in `workdir` to `out_dir`:
+    `model/`, a plain orbax PyTree checkpoint {'params', 'batch_stats'} that
+    `orbax.checkpoint.PyTreeCheckpointer().restore(out_dir + '/model')` reads without jaxface, and
+    `model.json` (recipe, stage, model, input format, the run's config). Returns model.json's content."""
+    import orbax.checkpoint as ocp
+
+    stage, model = recipe.EXPORT
+    variables = checkpoints.load_exported(workdir, stage, [model])[model]
+    if os.path.exists(os.path.join(out_dir, "model")):
+        raise FileExistsError(f"{out_dir}/model exists already; choose another --out")
+    os.makedirs(out_dir, exist_ok=True)
+    ocp.PyTreeCheckpointer().save(os.path.join(os.path.abspath(out_dir), "model"),
+                                  {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
+    info = {"recipe": config.recipe, "stage": stage, "model": model, "input": recipe.input_format(config),
+            "jax": jax.__version__, "config": config.to_dict()}
+    if jax.process_index() == 0:
+        checkpoints.write_text_atomically(os.path.join(out_dir, "model.json"), json.dumps(info, indent=1))
+    return info
