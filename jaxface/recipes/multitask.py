@@ -26,6 +26,8 @@ import optax
 from absl import logging
 
 from jaxface.data import synthetic_faces as sf
+from jaxface.data.celeb_a import (CELEB_A_CLASS_NAMES, CELEB_A_LABELS, CELEB_A_MISSING, celeb_a_to_canonical,
+                                  open_celeb_a)
 from jaxface.data.images import resize_images
 from jaxface.data.pipeline import ArraySource, ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
 from jaxface.losses.attributes import multi_head_attribute_loss
@@ -49,13 +51,6 @@ EXPORT = (FINAL_STAGE, "net")  # the full method's network, for export and predi
 CLASS_NAMES = {"gender": ("female", "male"), "smile": ("neutral", "smiling"), "quality": sf.QUALITY_NAMES,
                "mask": ("no", "yes"), "glasses": ("no", "yes")}
 
-# celeb_a: which CelebA attribute labels each head; age, face value and quality become binary there.
-CELEB_A_LABELS = {"gender": "Male", "smile": "Smiling", "glasses": "Eyeglasses", "age": "Young",
-                  "face_value": "Attractive", "quality": "Blurry"}
-CELEB_A_MISSING = ("mask", "pose")  # no CelebA label: masked, and no head is built for them
-CELEB_A_CLASS_NAMES = {"age": ("not young", "young"), "face_value": ("not attractive", "attractive"),
-                       "quality": sf.QUALITY_NAMES}
-CELEB_A_CROP = (20, 198)  # rows of the 218x178 aligned image kept as a centred 178x178 square
 DATASETS = ("synthetic_faces", "celeb_a")
 
 
@@ -139,38 +134,6 @@ def synthetic_to_canonical(examples: dict, image_size: int) -> dict:
     return out
 
 
-def celeb_a_to_canonical(examples: list[dict], image_size: int) -> dict:
-    """Raw `celeb_a` examples ({'image' [218, 178, 3] uint8, 'attributes' {name: bool}, 'landmarks'})
-    -> the recipe's arrays. Mapped heads (`CELEB_A_LABELS`) are labelled for every example, mask and
-    pose nowhere; every example counts as set 2 (independent + coupled labels, no pose)."""
-    n = len(examples)
-    images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
-    if images.shape[1:] == (218, 178, 3):
-        images = images[:, CELEB_A_CROP[0]:CELEB_A_CROP[1]]
-    out = {"image": resize_images(images, image_size), "subset": np.full(n, 2, np.int32)}
-    for head, attribute in CELEB_A_LABELS.items():
-        out[head] = np.array([bool(e["attributes"][attribute]) for e in examples], np.int32)
-    out["mask"] = np.zeros(n, np.int32)
-    out["pose"] = np.zeros((n, 3), np.float32)
-    known = np.array([h not in CELEB_A_MISSING for h in HEADS], np.float32)
-    out["known"] = np.tile(known, (n, 1))
-    out["train_mask"] = out["known"].copy()
-    return out
-
-
-def open_celeb_a(split: str, data_dir: str):
-    """The prepared TFDS `celeb_a` split (array_record; preparing it needs TensorFlow, see README)."""
-    import tensorflow_datasets as tfds
-
-    try:
-        return tfds.data_source("celeb_a", split=split, data_dir=data_dir)
-    except Exception as e:  # tfds raises several types for a missing or tfrecord-only data set
-        raise FileNotFoundError(
-            f"celeb_a/{split} is not prepared as array_record under {data_dir} ({type(e).__name__}); prepare it "
-            f"once with TensorFlow installed: tfds.builder('celeb_a', data_dir=..., file_format='array_record')"
-            f".download_and_prepare()") from None
-
-
 def load_split(config, split: str, limit: int = -1) -> ArraySource:
     """A whole split in memory at `config.data.image_size`: {'image' [N, S, S, 3] uint8, one label array
     per head of `HEADS` (int32 [N], float32 [N] or pose float32 [N, 3]), 'subset' int32 [N], 'train_mask'
@@ -178,7 +141,8 @@ def load_split(config, split: str, limit: int = -1) -> ArraySource:
     evaluation)}. Read in chunks so only one chunk is held at full resolution."""
     data_dir = resolve_data_dir(config.data.data_dir)
     if config.data.name == "celeb_a":
-        source, convert = open_celeb_a(split, data_dir), celeb_a_to_canonical
+        source = open_celeb_a(split, data_dir)
+        convert = functools.partial(celeb_a_to_canonical, heads=HEADS)
     else:
         devices.main_process_first(lambda: sf.prepare(config.data.builder_config, data_dir))
         source = sf.data_source(config.data.builder_config, split, data_dir)
