@@ -1,6 +1,7 @@
-"""Recipes: one module per seed method, each following the contract of `jaxface.train.driver.Recipe`
-(`validate_config`, `load_data`, `make_stages`, `evaluate`, optionally `imported_stages` and
-`predict_images`); `driver.train_and_evaluate(recipe, config, workdir)` runs any of them."""
+"""Recipes: one module per seed method, each following the contract in `jaxface.train.driver`
+(`validate_config`, `load_data`, `make_stages`, `evaluate`, `EXPORT`, `input_format`; optionally
+`imported_stages` and `predict_images`); `driver.train_and_evaluate(recipe, config, workdir)` runs any
+of them, `experiments.evaluate` / `experiments.export` / `experiments.predict` use a finished one."""
 
 import importlib
 
