@@ -83,7 +83,7 @@ def main(argv):
     config = _CONFIG.value
     mesh = devices.make_mesh()
     batch_np = synthetic_batch(config, config.train.batch_size)
-    stage = next(s for s in distill.make_stages(config, train_source=[None]) if s.name == "student_kd_both")
+    stage = next(s for s in distill.make_stages(config, {"train": [None]}) if s.name == "student_kd_both")
     variables = stage.init(jax.random.key(0), None)
     frozen = {t: distill._init_detector(config, f"teacher_{t}", jax.random.key(i))
               for i, t in enumerate(distill.TEACHERS)}
