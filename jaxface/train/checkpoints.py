@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxface.train import devices
+from jaxface.train.writers import write_text_atomically
 
 DONE_FILE = "DONE.json"
 FINGERPRINT_FILE = "FINGERPRINT.json"  # the config a stage was started with (`Stage.fingerprint`)
@@ -19,13 +20,6 @@ FINGERPRINT_FILE = "FINGERPRINT.json"  # the config a stage was started with (`S
 def is_done(directory: str) -> bool:
     """A stage is finished when its DONE marker exists (written only after its final checkpoint)."""
     return os.path.exists(os.path.join(directory, DONE_FILE))
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """A crash leaves either the old file or the whole new one."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def _write_json_atomically(path: str, value) -> None:

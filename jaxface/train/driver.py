@@ -117,5 +117,5 @@ def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
     info = {"recipe": config.recipe, "stage": stage, "model": model, "input": recipe.input_format(config),
             "jax": jax.__version__, "config": config.to_dict()}
     if jax.process_index() == 0:
-        checkpoints.write_text_atomically(os.path.join(out_dir, "model.json"), json.dumps(info, indent=1))
+        writers.write_text_atomically(os.path.join(out_dir, "model.json"), json.dumps(info, indent=1))
     return info

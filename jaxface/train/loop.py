@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from jaxface.train import checkpoints, devices
+from jaxface.train import checkpoints, devices, writers
 from jaxface.train.checkpoints import StageCheckpoints, is_done, quiet_orbax
 from jaxface.train.stages import Stage
 from jaxface.train.state import TrainState
@@ -401,7 +401,7 @@ def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = 
     check_fingerprints(stages, store)
     if config_json is not None and jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        checkpoints.write_text_atomically(os.path.join(workdir, "config.json"), config_json)
+        writers.write_text_atomically(os.path.join(workdir, "config.json"), config_json)
     writer = MetricWriter(workdir)
     try:
         with _StopSignals() as stop:

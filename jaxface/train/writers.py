@@ -65,6 +65,13 @@ class MetricWriter:
                 tb.close()
 
 
+def write_text_atomically(path: str, text: str) -> None:
+    """A crash leaves either the old file or the whole new one."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def read_metrics(workdir: str) -> dict[str, dict[int, dict]]:
     """metrics.jsonl -> {stage: {step: metrics}}, the last record of a step winning (resumes replay steps)."""
     out: dict[str, dict[int, dict]] = {}
@@ -149,7 +156,4 @@ def write_results(workdir: str, *, title: str, columns: Sequence[str], rows: Seq
     payload = {"title": title, "columns": list(columns), "rows": list(rows), **(extra or {})}
     md = f"# {title}\n\n" + markdown_table(columns, rows) + "".join(f"\n{n}\n" for n in notes)
     for name, text in (("results.json", json.dumps(payload, indent=1, default=float)), ("results.md", md)):
-        tmp = os.path.join(workdir, name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(workdir, name))
+        write_text_atomically(os.path.join(workdir, name), text)
