@@ -53,11 +53,18 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.models.teacher_hr = dict(TEACHER_HR)
     c.models.compute_dtype = "float32"  # 'bfloat16' on GPU/TPU
 
+    # One optimizer per trained model, a fresh schedule per stage (jaxface.train.optimizers).
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-2  # best of 2e-3 / 5e-3 / 1e-2 for the student at this budget
+    c.optimizer.schedule = "cosine"   # linear warmup from 0, cosine decay to 0 at the stage's last step
+    c.optimizer.warmup_steps = 50
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+    c.optimizer.momentum = 0.9        # sgd only
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32
-    c.train.learning_rate = 1e-2  # best of 2e-3 / 5e-3 / 1e-2 for the student at this budget
-    c.train.weight_decay = 1e-4
-    c.train.warmup_steps = 50
     c.train.checkpoint_every_steps = 200
     c.train.keep_checkpoints = 2
     c.train.log_every_seconds = 10.0
@@ -86,7 +93,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     if arg == "smoke":
         c.data.builder_config = "smoke"
         c.train.batch_size = 16
-        c.train.warmup_steps = 2
+        c.optimizer.warmup_steps = 2
         c.train.checkpoint_every_steps = 5
         c.train.steps = ml_collections.ConfigDict({k: 6 for k in c.train.steps})
         c.eval.batch_size = 16

@@ -51,11 +51,18 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(BACKBONE))
     c.model.compute_dtype = "float32"  # 'bfloat16' on GPU/TPU
 
+    # One optimizer per trained model, a fresh schedule per stage (jaxface.train.optimizers).
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.schedule = "cosine"   # linear warmup from 0, cosine decay to 0 at the stage's last step
+    c.optimizer.warmup_steps = 30
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+    c.optimizer.momentum = 0.9        # sgd only
+
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64
-    c.train.learning_rate = 3e-3
-    c.train.weight_decay = 1e-4
-    c.train.warmup_steps = 30
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 20.0
@@ -82,7 +89,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.model.head_hidden = 8
         c.model.decoupling_hidden = 8
         c.train.batch_size = 16
-        c.train.warmup_steps = 1
+        c.optimizer.warmup_steps = 1
         c.train.checkpoint_every_steps = 10
         c.train.steps = ml_collections.ConfigDict(dict(single=2, joint=3, stage1=2, stage2=2, stage3=2))
         c.eval.batch_size = 8
@@ -97,7 +104,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.model.decoupling_hidden = 64
         c.model.compute_dtype = "bfloat16"
         c.train.batch_size = 256
-        c.train.learning_rate = 2e-3
+        c.optimizer.learning_rate = 2e-3
         c.train.steps = ml_collections.ConfigDict(dict(single=2000, joint=6000, stage1=2000, stage2=2000, stage3=2000))
         c.eval.batch_size = 256
     elif arg == "celeb_a":

@@ -19,9 +19,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # seconds for any one subprocess; generous, as other jobs may share the 2 cores
 
 # For the interrupted runs: a first stage long enough that a signal sent after its first step lands
-# inside it (the stop takes effect ~2 steps later). (warmup_steps=0: with the smoke warmup of 2, a
-# stage of <= 3 steps fails in optax's schedule, a config error not yet caught up front.)
-SHORT_RUN = ["--config.train.warmup_steps=0", "--config.train.steps.teacher_big=12",
+# inside it (the stop takes effect ~2 steps later). (warmup_steps=0: every stage must be longer than
+# the warmup, and the smoke warmup is 2 steps.)
+SHORT_RUN = ["--config.optimizer.warmup_steps=0", "--config.train.steps.teacher_big=12",
              *[f"--config.train.steps.{s}=2" for s in
                ("teacher_hr", "student", "student_kd_big", "student_kd_hr", "student_kd_both")]]
 
@@ -79,7 +79,7 @@ def test_busy_workdir_exits_3_and_leaves_the_workdir_alone(tmp_path, gestures_da
 def test_nan_loss_exits_4_naming_stage_step_and_metric(tmp_path, gestures_data_dir):
     workdir = tmp_path / "run"
     # Adam moves every parameter by ~learning_rate per step: the loss overflows within 3 steps.
-    proc = run_cli(workdir, gestures_data_dir, "--config.train.learning_rate=1e30")
+    proc = run_cli(workdir, gestures_data_dir, "--config.optimizer.learning_rate=1e30")
     assert proc.returncode == 4, proc.stderr[-3000:]
     errors = error_lines(proc.stderr)
     assert len(errors) == 1, proc.stderr[-3000:]

@@ -245,19 +245,25 @@ def test_a_rerun_that_changes_a_started_stage_is_refused(tmp_path):
 def test_the_shared_train_section_check_names_the_key():
     import ml_collections
 
-    good = dict(batch_size=16, checkpoint_every_steps=4, keep_checkpoints=2, log_every_seconds=10.0,
-                learning_rate=1e-2, warmup_steps=0, weight_decay=0.0, steps=dict(a=3, b=2))
+    from jaxface.train import optimizers
+
+    train = dict(batch_size=16, checkpoint_every_steps=4, keep_checkpoints=2, log_every_seconds=10.0,
+                 steps=dict(a=3, b=2))
+    good = dict(train=train, optimizer=optimizers.default_config(warmup_steps=1).to_dict())
     loop.validate_train_config(ml_collections.ConfigDict(good), ("a", "b"))
-    for key, value, message in [
-        ("learning_rate", float("nan"), "config.train.learning_rate=nan must be a finite number > 0"),
-        ("learning_rate", 0.0, "config.train.learning_rate=0.0 must be a finite number > 0"),
-        ("weight_decay", -1e-4, "config.train.weight_decay=-0.0001 must be a finite number >= 0"),
-        ("batch_size", True, "config.train.batch_size=True must be a finite number > 0"),
-        ("steps", dict(a=3, b=0), "config.train.steps.b=0 must be a finite number > 0"),
-        ("steps", dict(a=3, b=2, c=1), "config.train.steps.c: unknown; allowed: a, b"),
+    for section, key, value, message in [
+        ("train", "batch_size", True, "config.train.batch_size=True must be a finite number > 0"),
+        ("train", "log_every_seconds", float("inf"), "config.train.log_every_seconds=inf must be a finite number > 0"),
+        ("train", "steps", dict(a=3, b=0), "config.train.steps.b=0 must be a finite number > 0"),
+        ("train", "steps", dict(a=3, b=2, c=1), "config.train.steps.c: unknown; allowed: a, b"),
+        ("train", "steps", dict(a=3, b=1), "config.train.steps.b=1 must be more than config.optimizer.warmup_steps=1 "
+                                           "(warmup, then at least one step of the schedule)"),
+        ("optimizer", "learning_rate", float("nan"), "config.optimizer.learning_rate=nan must be a finite number > 0"),
     ]:
+        config = ml_collections.ConfigDict({**good, section: {**good[section], key: value}})
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-            loop.validate_train_config(ml_collections.ConfigDict({**good, key: value}), ("a", "b"))
+            loop.validate_train_config(config, ("a", "b"))
+
 
 
 def test_a_step_that_updates_two_models_in_turn_counts_as_one_step(reference, tmp_path):

@@ -87,13 +87,15 @@ def test_help_lists_every_recipe_with_its_config_variants():
     ("--config.train.batch_sise=8", "batch_sise"),
     ("--config.train.batch_size=abc", "batch_size"),
     ("--config.train.batch_size=-8", "config.train.batch_size=-8 must be a finite number > 0"),
-    ("--config.train.learning_rate=nan", "config.train.learning_rate=nan must be a finite number > 0"),
-    ("--config.train.weight_decay=inf", "config.train.weight_decay=inf must be a finite number >= 0"),
+    ("--config.optimizer.learning_rate=nan", "config.optimizer.learning_rate=nan must be a finite number > 0"),
+    ("--config.optimizer.weight_decay=inf", "config.optimizer.weight_decay=inf must be a finite number >= 0"),
+    ("--config.optimizer.name=lamb", "config.optimizer.name='lamb'; allowed: adamw, adam, sgd"),
     ("--config.train.batch_size=12", "not divisible by the 8 devices"),
     ("--config.data.builder_config=lr32", "allowed: lr64, lr128, smoke"),
     ("--config.data.name=celeb_b", "config.data.name='celeb_b' is not a data set TFDS knows (did you mean 'celeb_a'?)"),
     ("--config.teachers.big_checkpoint=/nonexistent/run", "config.teachers.big_checkpoint: /nonexistent/run does not exist"),
-    ("--config.train.steps.student=3", "config.train.steps.student=3 must be at least config.train.warmup_steps + 2 = 4"),
+    ("--config.train.steps.student=2", "config.train.steps.student=2 must be more than config.optimizer.warmup_steps=2 "
+                                       "(warmup, then at least one step of the schedule)"),
 ])
 def test_bad_configuration_fails_with_one_line_and_writes_nothing(tmp_path, override, message):
     workdir = tmp_path / "run"
@@ -142,15 +144,15 @@ def test_bad_distributed_settings_fail_with_one_line_and_write_nothing(tmp_path,
 def test_rerun_with_a_changed_config_is_refused_and_the_record_kept(distill_smoke_run, gestures_data_dir):
     workdir, _ = distill_smoke_run
     record = (workdir / "config.json").read_text()
-    assert json.loads(record)["train"]["learning_rate"] == 0.01
+    assert json.loads(record)["optimizer"]["learning_rate"] == 0.01
     proc = run_cli("--config=configs/distill.py:smoke", f"--workdir={workdir}", f"--config.data.data_dir={gestures_data_dir}",
-                   "--config.train.learning_rate=0.5")
+                   "--config.optimizer.learning_rate=0.5")
     # found after start-up (the log lines before it are the run's usual INFO lines): one error line, last
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert errors[0].startswith(f"error: stage teacher_big in {workdir} was trained with another config: "
-                                f"train.learning_rate: 0.01 -> 0.5;"), errors[0]
+                                f"optimizer.learning_rate: 0.01 -> 0.5;"), errors[0]
     assert (workdir / "config.json").read_text() == record
 
 

@@ -200,7 +200,7 @@ def test_celeb_a_attributes_map_onto_the_heads_and_missing_heads_are_masked(monk
     ("data.name", "celeb_b", "is not a data set TFDS knows (did you mean 'celeb_a'?)"),
     ("data.builder_config", "tiny", "allowed: default, smoke"),
     ("train.steps.stage2", 0, "config.train.steps.stage2=0 must be a finite number > 0"),
-    ("train.learning_rate", float("inf"), "config.train.learning_rate=inf must be a finite number > 0"),
+    ("optimizer.learning_rate", float("inf"), "config.optimizer.learning_rate=inf must be a finite number > 0"),
     ("model.compute_dtype", "float16", "allowed: float32, bfloat16"),
     ("loss.weights.age", -1.0, "config.loss.weights.age=-1.0 must be >= 0"),
     ("data.image_size", 8, "config.data.image_size=8 must be in [16, 1024]"),

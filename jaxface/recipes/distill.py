@@ -19,7 +19,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from jaxface.data import centernet_targets, synthetic_gestures
@@ -31,6 +30,7 @@ from jaxface.models import CenterNet, FeatureAdapter, param_count
 from jaxface.train import checkpoints, devices, loop, writers
 from jaxface.train.checkpoints import load_exported
 from jaxface.train.driver import Report
+from jaxface.train.optimizers import make_optimizer
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
 
@@ -44,12 +44,7 @@ STAGES = ("teacher_big", "teacher_hr", "student", *KD_STAGES)
 # --- configuration -------------------------------------------------------------------------------
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
-    loop.validate_train_config(config.train, STAGES)
-    for stage, steps in config.train.steps.items():
-        # the schedule warms up for min(warmup, steps - 1) + 1 steps and needs at least one step after
-        if steps < config.train.warmup_steps + 2:
-            raise ValueError(f"config.train.steps.{stage}={steps} must be at least config.train.warmup_steps + 2 = "
-                             f"{config.train.warmup_steps + 2} (warmup, then at least one step of decay)")
+    loop.validate_train_config(config, STAGES)
     check_dataset_name(config.data.name, ("synthetic_gestures",))
     if config.data.builder_config not in synthetic_gestures.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
@@ -92,12 +87,6 @@ def build_detector(config, name: str, *, train: bool) -> CenterNet:
     return CenterNet(num_classes=synthetic_gestures.NUM_CLASSES, **dict(config.models[name]),
                      bn_axis_name=devices.AXIS if train else None,
                      dtype=jnp.dtype(config.models.compute_dtype))
-
-
-def _optimizer(config, num_steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.train.learning_rate,
-                                                  min(config.train.warmup_steps, num_steps - 1) + 1, num_steps)
-    return optax.adamw(schedule, weight_decay=config.train.weight_decay)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -199,8 +188,7 @@ def _init_detector(config, name: str, rng) -> dict:
 
 # Config keys that shape every stage; each stage adds its models, its length and what it reads.
 SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.resolution_factor", "data.train_split",
-               "models.compute_dtype", "train.batch_size", "train.learning_rate", "train.weight_decay",
-               "train.warmup_steps", "loss.wh_weight", "loss.offset_weight")
+               "models.compute_dtype", "train.batch_size", "optimizer", "loss.wh_weight", "loss.offset_weight")
 
 
 def stage_fingerprint(config, name: str, reused: Sequence[str] = ()) -> dict:
@@ -238,7 +226,7 @@ def make_stages(config, data: dict) -> list[Stage]:
             name=name, num_steps=steps[name], step=make_detector_step(config, name),
             init=lambda rng, load, name=name: {name: _init_detector(
                 config, name, student_key if name == "student" else rng)},
-            optimizers={name: _optimizer(config, steps[name])},
+            optimizers={name: make_optimizer(config.optimizer, steps[name])},
             data=data((IMAGE_KEY[name],)), fingerprint=stage_fingerprint(config, name)))
     for name, teachers in KD_STAGES.items():
         def init(rng, load, teachers=teachers):
@@ -253,7 +241,8 @@ def make_stages(config, data: dict) -> list[Stage]:
 
         stages.append(Stage(
             name=name, num_steps=steps[name], step=make_kd_step(config, teachers), init=init,
-            optimizers={m: _optimizer(config, steps[name]) for m in ["student"] + [f"adapter_{t}" for t in teachers]},
+            optimizers=dict.fromkeys(["student"] + [f"adapter_{t}" for t in teachers],
+                                     make_optimizer(config.optimizer, steps[name])),
             frozen=lambda load, teachers=teachers: {t: load(f"teacher_{t}")[f"teacher_{t}"] for t in teachers},
             data=data(keep_hr if "hr" in teachers else ("image",)),
             export=("student",),  # adapters are dropped at export

@@ -22,7 +22,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from jaxface.data import synthetic_faces as sf
@@ -35,6 +34,7 @@ from jaxface.models.attributes import MultiTaskAttributeNet, merge_params
 from jaxface.models.common import param_count
 from jaxface.train import devices, loop, writers
 from jaxface.train.driver import Report
+from jaxface.train.optimizers import make_optimizer
 from jaxface.train.checkpoints import load_exported
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
@@ -72,7 +72,7 @@ def class_names(config, head: str) -> tuple[str, ...]:
 
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
-    loop.validate_train_config(config.train, ("single", "joint", "stage1", "stage2", "stage3"))
+    loop.validate_train_config(config, ("single", "joint", "stage1", "stage2", "stage3"))
     check_dataset_name(config.data.name, tuple(DATASETS))
     if config.data.name == "synthetic_faces" and config.data.builder_config not in sf.CONFIGS:
         raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
@@ -104,13 +104,6 @@ def build_net(config, heads, *, decoupling: bool, train: bool) -> MultiTaskAttri
         widths=tuple(m.widths), blocks=tuple(m.blocks), stem_width=m.stem_width, stem_stride=m.stem_stride,
         embed_dim=m.embed_dim, head_hidden=m.head_hidden, decoupling_hidden=m.decoupling_hidden,
         bn_axis_name=devices.AXIS if train else None, dtype=jnp.dtype(m.compute_dtype))
-
-
-def _optimizer(config, num_steps: int) -> optax.GradientTransformation:
-    warmup = min(config.train.warmup_steps, num_steps // 2)
-    # decay over num_steps + 1 so even a 1-step stage has a positive decay length
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.train.learning_rate, warmup, num_steps + 1)
-    return optax.adamw(schedule, weight_decay=config.train.weight_decay)
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -246,7 +239,7 @@ def network_variables(full: dict, heads, decoupling: bool) -> dict:
 PREVIOUS = {"stage2": "stage1", "stage3_plain": "stage2", "stage3": "stage2"}  # the stage each one grows
 SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.train_split", "data.image_size",
                "data.max_train_examples", "data.stage_subsets", "model", "loss", "train.batch_size",
-               "train.learning_rate", "train.weight_decay", "train.warmup_steps")
+               "optimizer")
 
 
 def stage_steps_key(name: str) -> str:
@@ -292,7 +285,7 @@ def make_stages(config, data: dict) -> list[Stage]:
 
         heads = tuple(dict.fromkeys(h for hs, _ in models.values() for h in hs))
         stages.append(Stage(
-            name=name, init=init, optimizers={m: _optimizer(config, num_steps) for m in models},
+            name=name, init=init, optimizers=dict.fromkeys(models, make_optimizer(config.optimizer, num_steps)),
             step=make_step(config, models), num_steps=num_steps, fingerprint=stage_fingerprint(config, name),
             data=stage_data(config, train, heads, tuple(subsets[curriculum]))))
     return stages

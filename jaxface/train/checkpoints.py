@@ -15,6 +15,9 @@ from jaxface.train.writers import write_text_atomically
 
 DONE_FILE = "DONE.json"
 FINGERPRINT_FILE = "FINGERPRINT.json"  # the config a stage was started with (`Stage.fingerprint`)
+BEST_DIR = "best"  # <stage dir>/best: the stage's best checkpoint by its validation metric
+BEST_FILE = "BEST.json"  # in BEST_DIR, written once the best checkpoint is on disk: {step, metric, value}
+WHICH = (None, "best", "last")
 
 
 def is_done(directory: str) -> bool:
@@ -28,6 +31,11 @@ def _write_json_atomically(path: str, value) -> None:
 
 def write_done_marker(directory: str, summary: dict) -> None:
     _write_json_atomically(os.path.join(directory, DONE_FILE), summary)
+
+
+def read_done_marker(directory: str) -> dict:
+    with open(os.path.join(directory, DONE_FILE)) as f:
+        return json.load(f)
 
 
 def write_fingerprint(directory: str, fingerprint: dict) -> None:
@@ -65,18 +73,48 @@ def finished_stage_dir(path: str, stage: str) -> str:
                             f"checkpoints/{stage}/ under it)")
 
 
-def load_exported(workdir: str, stage: str, models: list[str] | None = None) -> dict[str, dict]:
-    """{model: {'params', 'batch_stats'?}} (host arrays on this process's first device) of a finished
-    stage of the run in `workdir`: `models`, or every model the stage saved. FileNotFoundError with one
-    line when the stage is not finished there."""
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints", stage)
-    if not is_done(directory):
-        raise FileNotFoundError(f"{workdir} has no finished {stage} stage; train it first with experiments.run")
-    ckpt = StageCheckpoints(directory, save_every_steps=1, keep=1)
+def has_best(directory: str) -> bool:
+    """Whether the stage in `directory` keeps a best checkpoint (its validation selects one)."""
+    return os.path.exists(os.path.join(directory, BEST_DIR, BEST_FILE))
+
+
+def read_best(directory: str) -> dict | None:
+    """{step, metric, value} of the stage's best checkpoint, or None when it keeps none."""
+    if not has_best(directory):
+        return None
+    with open(os.path.join(directory, BEST_DIR, BEST_FILE)) as f:
+        return json.load(f)
+
+
+def restore_stage_variables(directory: str, models: list[str] | None = None, which: str | None = None) -> dict:
+    """{model: {'params', 'batch_stats'?}} of the finished stage in `directory` (host arrays on this
+    process's first device): `models`, or all it saved.
+
+    which: None = the stage's result (its best checkpoint when its validation selects one, else its
+    last); 'best' (FileNotFoundError if it keeps none); 'last' (the final step's).
+    """
+    if which not in WHICH:
+        raise ValueError(f"which={which!r}; allowed: best, last (or None for the stage's result)")
+    best = devices.main_process_value(has_best(directory))
+    if which == "best" and not best:
+        raise FileNotFoundError(f"{directory} keeps no best checkpoint: its stage has no validation metric "
+                                f"to select one (use which='last')")
+    ckpt = StageCheckpoints(os.path.join(directory, BEST_DIR) if best and which != "last" else directory,
+                            save_every_steps=1, keep=1)
     try:
         return ckpt.restore_variables(models)
     finally:
         ckpt.close()
+
+
+def load_exported(workdir: str, stage: str, models: list[str] | None = None, which: str | None = None) -> dict:
+    """{model: {'params', 'batch_stats'?}} (host arrays on this process's first device) of a finished
+    stage of the run in `workdir`: `models`, or every model the stage saved; `which` as in
+    `restore_stage_variables`. FileNotFoundError with one line when the stage is not finished there."""
+    directory = os.path.join(os.path.abspath(workdir), "checkpoints", stage)
+    if not is_done(directory):
+        raise FileNotFoundError(f"{workdir} has no finished {stage} stage; train it first with experiments.run")
+    return restore_stage_variables(directory, models, which)
 
 
 class _DropOrbaxInfo(py_logging.Filter):
@@ -134,6 +172,15 @@ class StageCheckpoints:
             return False
         return self._manager.save(step, args=ocp.args.StandardSave(_state_payload(state)), force=force)
 
+    def save_variables(self, step: int, variables: dict[str, dict]) -> None:
+        """Saves {model: {'params', 'batch_stats'?}} (no optimizer state) as checkpoint `step` and waits
+        for it: the best checkpoint of a stage, or a derived stage's models. `restore_variables` reads it."""
+        payload = {"params": {m: v["params"] for m, v in variables.items()},
+                   "batch_stats": {m: v.get("batch_stats", {}) for m, v in variables.items()}}
+        if step not in self._manager.all_steps():
+            self._manager.save(step, args=ocp.args.StandardSave(payload), force=True)
+        self._manager.wait_until_finished()
+
     def restore_latest(self, state):
         """Restores the newest readable checkpoint into `state`'s structure and shardings.
 
@@ -178,7 +225,7 @@ class StageCheckpoints:
         step, metadata = self._newest_metadata()
         names = exported if exported is not None else list(metadata["params"])
         wanted = {"params": {n: metadata["params"][n] for n in names}}
-        stats = {n: metadata["batch_stats"][n] for n in names if metadata["batch_stats"].get(n)}
+        stats = {n: metadata["batch_stats"][n] for n in names if metadata.get("batch_stats", {}).get(n)}
         if stats:  # orbax cannot match an empty subtree
             wanted["batch_stats"] = stats
         local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -20,6 +20,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxface.train import optimizers
 from jaxface.train.stages import StepFn
 
 AXIS = "data"
@@ -84,6 +85,18 @@ def main_process_value(value: Any) -> Any:
     if jax.process_count() == 1:
         return value
     return type(value)(multihost_utils.broadcast_one_to_all(np.asarray(value)).item())
+
+
+def main_process_json(value: Any) -> Any:
+    """Process 0's JSON-able `value` on every process (e.g. a validation history read from disk)."""
+    if jax.process_count() == 1:
+        return value
+    import json
+
+    data = np.frombuffer(json.dumps(value).encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    padded = np.zeros(main_process_value(int(data.size)), np.uint8)
+    padded[:data.size] = data[:padded.size]
+    return json.loads(bytes(multihost_utils.broadcast_one_to_all(padded)).decode())
 
 
 def any_process(flag: bool) -> bool:
@@ -165,7 +178,8 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
 
     step_fn(state, frozen, batch, rng) -> (state, metrics) sees this device's slice of the batch and a
     per-device key (the step key folded with the device index); the compiled step then advances
-    `state.step` by one. It must average its gradients with
+    `state.step` by one and adds the learning rates the step used to its metrics
+    (`optimizers.learning_rates`). It must average its gradients with
     `lax.pmean(grads, AXIS)` (see `value_and_mean_grad`), so the returned state is the same
     on every device. Metrics are averaged over devices here.
 
@@ -179,6 +193,7 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
         rng = jax.random.fold_in(state.step_rng(), lax.axis_index(AXIS))
         state, metrics = step_fn(state, frozen, batch, rng)
         state = state.replace(step=state.step + 1)  # one step, however many updates it made
+        metrics = {**optimizers.learning_rates(state), **metrics}
         metrics = lax.pmean({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, AXIS)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()])) if metrics else True
         control = {"stop": lax.pmax(stop[0], AXIS) > 0, "finite": jnp.asarray(finite)}

@@ -71,19 +71,36 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
         store = loop.run_stages(recipe.make_stages(config, data), workdir=workdir,
                                 options=loop.LoopOptions.from_config(config), mesh=mesh, imported=imported,
                                 config_json=config.to_json_best_effort(indent=1))
-        return _write_report(workdir, recipe.evaluate(config, store, data, mesh, workdir))
+        return _write_report(workdir, recipe.evaluate(config, store, data, mesh, workdir), store)
 
 
-def _write_report(out_dir: str, report: Report) -> dict:
+def stage_selections(store: loop.StageStore) -> dict:
+    """{stage: what it selected}: a derived stage's `decision`, a validated stage's `best` checkpoint
+    and `stopped_early_at` (from their DONE markers), for results.json."""
+    out = {}
+    for name in store.stage_names():
+        if store.is_done(name):
+            summary = store.summary(name)
+            picked = {k: summary[k] for k in ("decision", "best", "stopped_early_at") if summary.get(k) is not None}
+            if picked:
+                out[name] = picked
+    return out
+
+
+def _write_report(out_dir: str, report: Report, store: loop.StageStore) -> dict:
+    selections = stage_selections(store)
+    extra = {**report.extra, "stages": selections} if selections else dict(report.extra)
     writers.write_results(out_dir, title=report.title, columns=list(report.columns), rows=list(report.rows),
-                          notes=list(report.notes), extra={**report.extra, "summary": dict(report.summary)})
-    return {"summary": dict(report.summary), "columns": list(report.columns), "rows": list(report.rows),
-            **report.extra}
+                          notes=list(report.notes), extra={**extra, "summary": dict(report.summary)})
+    return {"summary": dict(report.summary), "columns": list(report.columns), "rows": list(report.rows), **extra}
 
 
-def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: str, mesh=None) -> dict:
+def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: str, which: str | None = None,
+                 mesh=None) -> dict:
     """Evaluates every stage of the finished run in `workdir` (its `config`) on `split` without training,
-    writing results.json / results.md and the figures to `out_dir` (the run's own results stay as they are)."""
+    writing results.json / results.md and the figures to `out_dir` (the run's own results stay as they are).
+    which: the checkpoint each stage is read from: None, the stage's result (best where its validation
+    selects one); 'last'; or 'best' where a stage keeps one."""
     config = config.copy_and_resolve_references()
     config.data.eval_split = split
     recipe.validate_config(config)
@@ -91,13 +108,13 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
     data = recipe.load_data(config)
     imported = recipe.imported_stages(config) if hasattr(recipe, "imported_stages") else {}
     stages = recipe.make_stages(config, data)
-    store = loop.StageStore(workdir, stages, imported)
+    store = loop.StageStore(workdir, stages, imported, which=which)
     unfinished = [s.name for s in stages if not store.is_done(s.name)]
     if unfinished:
         raise FileNotFoundError(f"{workdir}: stages {unfinished} are not finished; finish the run with experiments.run")
     loop.check_fingerprints(stages, store)
     os.makedirs(out_dir, exist_ok=True)
-    return _write_report(out_dir, recipe.evaluate(config, store, data, mesh, out_dir))
+    return _write_report(out_dir, recipe.evaluate(config, store, data, mesh, out_dir), store)
 
 
 def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:

@@ -2,8 +2,10 @@
 
 `run_stages` trains a recipe's stages in order. Per stage it builds the state, resumes from the
 stage's newest checkpoint, runs the mapped step function over deterministic batches, logs, checks
-for NaN/Inf, checkpoints, and marks the stage done. A finished stage is skipped on rerun; later
-stages read finished stages' exported models through `load(stage_name)`.
+for NaN/Inf, validates (`stages.Validation`: metrics, best checkpoint, early stopping), checkpoints,
+and marks the stage done. A derived stage is built from earlier ones and saved (`derive_stage`). A
+finished stage is skipped on rerun; later stages read finished stages' exported models through
+`load(stage_name)`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import signal
@@ -23,11 +26,13 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 from absl import logging
+from jax.experimental import multihost_utils
 
-from jaxface.train import checkpoints, devices, writers
+from jaxface.train import checkpoints, devices, optimizers, writers
 from jaxface.train.checkpoints import StageCheckpoints, is_done, quiet_orbax
 from jaxface.train.stages import Stage
 from jaxface.train.state import TrainState
+from jaxface.train.validation import StageValidator
 from jaxface.train.writers import MetricWriter, Progress
 
 
@@ -48,27 +53,30 @@ class LoopOptions:
                    keep_checkpoints=config.train.keep_checkpoints, log_every_seconds=config.train.log_every_seconds)
 
 
-def validate_train_config(train, stage_steps: Sequence[str]) -> None:
-    """Checks the `train` section every recipe shares; raises ValueError with one line naming the key.
+def validate_train_config(config, stage_steps: Sequence[str]) -> None:
+    """Checks the `train` and `optimizer` sections every recipe shares; raises ValueError with one line
+    naming the key.
 
-    Positive: batch_size, checkpoint_every_steps, keep_checkpoints, log_every_seconds, learning_rate and
-    each of `train.steps.<stage_steps>` (exactly those keys); >= 0: warmup_steps, weight_decay; all finite.
+    train: positive batch_size, checkpoint_every_steps, keep_checkpoints, log_every_seconds and
+    each of `train.steps.<stage_steps>` (exactly those keys), all finite; optimizer: see
+    `optimizers.validate` (including that every stage is longer than the warmup).
     """
-    def number(key, value, minimum, strict):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
-                value < minimum or (strict and value == minimum):
-            raise ValueError(f"config.train.{key}={value} must be a finite number {'>' if strict else '>='} {minimum}")
+    train = config.train
 
-    for key in ("batch_size", "checkpoint_every_steps", "keep_checkpoints", "log_every_seconds", "learning_rate"):
-        number(key, train[key], 0, strict=True)
-    for key in ("warmup_steps", "weight_decay"):
-        if key in train:
-            number(key, train[key], 0, strict=False)
+    def number(key, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"config.train.{key}={value} must be a finite number > 0")
+
+    for key in ("batch_size", "checkpoint_every_steps", "keep_checkpoints", "log_every_seconds"):
+        number(key, train[key])
     unknown = sorted(set(train.steps) - set(stage_steps))
     if unknown:
         raise ValueError(f"config.train.steps.{unknown[0]}: unknown; allowed: {', '.join(stage_steps)}")
     for key in stage_steps:
-        number(f"steps.{key}", train.steps[key], 0, strict=True)
+        number(f"steps.{key}", train.steps[key])
+    if "optimizer" not in config:
+        raise ValueError("config has no 'optimizer' section (see jaxface.train.optimizers.default_config)")
+    optimizers.validate(config.optimizer, {key: train.steps[key] for key in stage_steps})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -166,16 +174,26 @@ class StageStore:
 
     `imported` maps stage names to checkpoint directories of stages finished in another run (e.g.
     teachers trained once and reused by many students); they load like this run's own stages.
+    `which` is the default checkpoint `load` reads (see `checkpoints.restore_stage_variables`):
+    None, each stage's result (best where its validation selects one); 'last' everywhere; or 'best'
+    where a stage keeps one (its last elsewhere), as `experiments.evaluate --which` asks.
     """
 
-    def __init__(self, workdir: str, stages: Sequence[Stage], imported: Mapping[str, str] | None = None):
-        self.workdir = workdir
+    def __init__(self, workdir: str, stages: Sequence[Stage], imported: Mapping[str, str] | None = None,
+                 which: str | None = None):
+        if which not in checkpoints.WHICH:
+            raise ValueError(f"which={which!r}; allowed: best, last")
+        self.workdir, self.which = workdir, which
         self._stages = {s.name: s for s in stages}
         self._imported = {name: os.path.abspath(d) for name, d in (imported or {}).items()}
         clash = sorted(set(self._stages) & set(self._imported))
         if clash:
             raise ValueError(f"stages {clash} are both trained here and imported; drop one of the two")
-        self._cache: dict[str, dict] = {}
+        self._cache: dict[tuple, dict] = {}
+
+    def stage_names(self) -> list[str]:
+        """This run's stages in order, then the imported ones."""
+        return list(self._stages) + [n for n in self._imported if n not in self._stages]
 
     def checkpoint_dir(self, name: str) -> str:
         if name in self._imported:
@@ -186,18 +204,26 @@ class StageStore:
         """Whether stage `name` finished, as process 0 sees it (the same answer on every process)."""
         return devices.main_process_value(is_done(self.checkpoint_dir(name)))
 
-    def load(self, name: str) -> dict:
-        """{model: {'params', 'batch_stats'?}} of a finished stage's exported models (host arrays)."""
+    def summary(self, name: str) -> dict:
+        """The DONE marker of a finished stage: steps, final metrics, fingerprint, and its selection
+        (`best`, `stopped_early_at`) or derived decision (`decision`)."""
+        return checkpoints.read_done_marker(self.checkpoint_dir(name))
+
+    def load(self, name: str, which: str | None = None) -> dict:
+        """{model: {'params', 'batch_stats'?}} of a finished stage's exported models (host arrays).
+        which: 'best' / 'last' / None (the store's default, see the class docstring)."""
         if name not in self._stages and name not in self._imported:
             raise KeyError(f"unknown stage {name!r}; stages are {list(self._stages) + list(self._imported)}")
-        if name not in self._cache:
+        if which is None and self.which == "best":  # best where one is kept
+            which = "best" if devices.main_process_value(checkpoints.has_best(self.checkpoint_dir(name))) else "last"
+        which = which or self.which
+        if (name, which) not in self._cache:
             if not self.is_done(name):
                 raise RuntimeError(f"stage {name!r} is not finished; a stage can only load earlier stages")
-            ckpt = StageCheckpoints(self.checkpoint_dir(name), save_every_steps=1, keep=1)
             export = self._stages[name].export if name in self._stages else None
-            self._cache[name] = ckpt.restore_variables(list(export) if export is not None else None)
-            ckpt.close()
-        return self._cache[name]
+            self._cache[name, which] = checkpoints.restore_stage_variables(
+                self.checkpoint_dir(name), list(export) if export is not None else None, which)
+        return self._cache[name, which]
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -267,13 +293,15 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         state = devices.replicate(state, mesh)
         state = ckpt.restore_latest(state)
         frozen = devices.replicate(stage.frozen(store.load), mesh)
+        start = int(jax.device_get(state.step))
+        validator = None if stage.validation is None else StageValidator(
+            stage, ckpt.directory, store.load, mesh, state.variables(stage.validation.model), start)
         data = stage.resolve_data(store.load)
         devices.local_batch_size(data.global_batch_size, mesh)  # fails early on an indivisible batch
         step_fn = devices.compile_step(stage.step, mesh)
         sync_each_step = devices.needs_step_sync(mesh)
         stop_flags = devices.stop_flags(mesh)
 
-        start = int(jax.device_get(state.step))
         if stage.fingerprint is not None and jax.process_index() == 0 and start == 0:
             checkpoints.write_fingerprint(ckpt.directory, dict(stage.fingerprint))
         if start:
@@ -283,6 +311,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         pending: list[tuple[int, dict]] = []  # metrics still on device, fetched in groups
         last: dict[str, float] = {}
         unchecked = None  # (step, metrics, control) of the newest step whose control is not yet read
+        stopped_early_at = None
 
         def flush():
             nonlocal last
@@ -337,6 +366,15 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
                 if stop_now and done < stage.num_steps:  # in the last step: finish, stop at the boundary
                     save(force=True)
                     raise preempted(done)
+                if validator is not None and validator.due(done, stage.num_steps):
+                    if check_unchecked() and done < stage.num_steps:  # never evaluate a non-finite state
+                        save(force=True)
+                        raise preempted(done)
+                    validation_metrics, stop_early = validator(done, state)
+                    pending[-1] = (done, {**pending[-1][1], **validation_metrics})
+                    if stop_early and done < stage.num_steps:
+                        stopped_early_at = done
+                        break
                 if step == start:  # first step compiles; measure speed from here on
                     flush()
                     progress.restart_clock(done)
@@ -358,10 +396,34 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
         save(force=True)  # a stop asked for in the last step ends the run at the next stage boundary
         summary = {"stage": stage.name, "steps": stage.num_steps, "final_metrics": last,
                    "fingerprint": None if stage.fingerprint is None else dict(stage.fingerprint)}
+        if validator is not None:
+            summary.update(validator.summary(), stopped_early_at=stopped_early_at)
         ckpt.mark_done(summary)
         return summary
     finally:
         ckpt.close()
+
+
+def derive_stage(stage: Stage, store: StageStore, mesh) -> dict:
+    """Builds a derived stage's models from finished stages, saves them and marks the stage done.
+    Process 0's models and decision are used everywhere, so every process saves the same result."""
+    variables, decision = stage.derive(store.load, mesh)
+    variables = jax.device_get(variables)
+    if jax.process_count() > 1:
+        variables = multihost_utils.broadcast_one_to_all(variables)
+    decision = devices.main_process_json(json.loads(json.dumps(decision)))
+    ckpt = StageCheckpoints(store.checkpoint_dir(stage.name), save_every_steps=1, keep=1)
+    try:
+        if stage.fingerprint is not None and jax.process_index() == 0:
+            checkpoints.write_fingerprint(ckpt.directory, dict(stage.fingerprint))
+        ckpt.save_variables(0, devices.replicate(variables, mesh))
+        summary = {"stage": stage.name, "derived": True, "decision": decision,
+                   "fingerprint": None if stage.fingerprint is None else dict(stage.fingerprint)}
+        ckpt.mark_done(summary)
+    finally:
+        ckpt.close()
+    logging.info("[%s] derived: %s", stage.name, json.dumps(decision)[:500])
+    return summary
 
 
 def check_fingerprints(stages: Sequence[Stage], store: StageStore) -> None:
@@ -412,6 +474,9 @@ def run_stages(stages: Sequence[Stage], *, workdir: str, options: LoopOptions = 
                 if devices.any_process(stop.raised):  # a signal that came during the previous stage
                     raise Preempted(stage.name, 0, stop.received or signal.SIGTERM)
                 t0 = time.perf_counter()
+                if stage.is_derived:
+                    derive_stage(stage, store, mesh)
+                    continue
                 logging.info("[%s] training %d steps on %s", stage.name, stage.num_steps, devices.describe(mesh))
                 train_stage(stage, store, writer, mesh, options, stop)
                 logging.info("[%s] done in %.1f s", stage.name, time.perf_counter() - t0)

@@ -25,8 +25,16 @@ class Predictor:
     def __init__(self, predict_fn: PredictFn, variables: Any, mesh, batch_size: int):
         devices.local_batch_size(batch_size, mesh)  # clear error on an indivisible batch
         self.mesh, self.batch_size = mesh, batch_size
-        self.variables = devices.replicate(variables, mesh)
         self._fn = jax.jit(predict_fn, out_shardings=NamedSharding(mesh, P(devices.AXIS)))
+        self.set_variables(variables)
+
+    def set_variables(self, variables: Any) -> None:
+        """Predicts with `variables` from now on (compiled once for all variables of one structure):
+        host values, or arrays already replicated on the mesh (a training state's)."""
+        replicated = NamedSharding(self.mesh, P())
+        on_mesh = all(isinstance(x, jax.Array) and x.sharding.is_equivalent_to(replicated, x.ndim)
+                      for x in jax.tree.leaves(variables))
+        self.variables = variables if on_mesh else devices.replicate(variables, self.mesh)
 
     def _local_slice(self, batch: dict) -> dict:
         n = self.batch_size // jax.process_count()
