@@ -10,6 +10,11 @@ unreadable, non-image or absurdly large file gets one line on stderr naming it, 
 predicted, and the exit code is 1 if any file failed (2 if the run itself cannot be used).
 Grayscale, palette, alpha, 16-bit and float images are converted to 8-bit RGB; images larger than
 `MAX_SIDE` are downscaled before the recipe resizes them to its input.
+
+`--draw_dir=DIR` also writes, for each image whose prediction has 'detections', a PNG into DIR of the
+image as read here (EXIF orientation applied, at the size whose pixels `box_xyxy` uses) with each box
+drawn and labelled "<class> <score>"; see `draw_file_names` for the file names. A recipe without boxes
+(attributes) draws nothing and says so once on stderr.
 """
 
 from __future__ import annotations
@@ -108,13 +113,91 @@ def expand_folders(paths: list[str]) -> list[str]:
     return out
 
 
+def draw_file_names(paths: list[str]) -> list[str]:
+    """One distinct PNG file name per input path (a path given twice gets two): the file's name, with
+    '.png' appended unless it ends so; where names clash (case-insensitively, for case-insensitive file
+    systems) the clashing ones are prefixed by as many of their parent folders as tell them apart, joined
+    by '__' ('a/x.jpg', 'b/x.jpg' -> 'a__x.jpg.png', 'b__x.jpg.png'), and what still clashes gets '-2', '-3'."""
+    parts = [[p for p in os.path.abspath(path).split(os.sep) if p] or ["image"] for path in paths]
+    depth = [1] * len(paths)
+
+    def name(i):
+        joined = "__".join(parts[i][-depth[i]:])
+        return joined if joined.lower().endswith(".png") else joined + ".png"
+
+    while True:
+        groups = {}
+        for i in range(len(paths)):
+            groups.setdefault(name(i).casefold(), []).append(i)
+        # the same path given twice is told apart by the number below, not by its folders
+        deeper = [i for group in groups.values() if len({tuple(parts[j]) for j in group}) > 1
+                  for i in group if depth[i] < len(parts[i])]
+        if not deeper:
+            break
+        for i in deeper:
+            depth[i] += 1
+    names, taken = [], set()
+    for i in range(len(paths)):
+        candidate, count = name(i), 1
+        while candidate.casefold() in taken:
+            count += 1
+            candidate = f"{name(i)[:-4]}-{count}.png"
+        taken.add(candidate.casefold())
+        names.append(candidate)
+    return names
+
+
+def check_draw_dir(path: str) -> None:
+    """ValueError with one line unless `path` is, or can be created as, a writable folder (nothing is made)."""
+    if not path:
+        raise ValueError("--draw_dir must name a folder, got an empty string")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--draw_dir={path} is an existing file, not a folder")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--draw_dir={path} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--draw_dir={path} cannot be written: no write permission in {parent}")
+
+
+def draw_predictions(draw_dir: str, paths: list[str], images: list[np.ndarray], predictions: list[dict]) -> int:
+    """Writes one PNG into draw_dir per prediction with 'detections'; the number of files that failed."""
+    from jaxface.evaluation.plots import save_detections_image
+
+    drawable = [i for i, prediction in enumerate(predictions) if "detections" in prediction]
+    if not drawable:
+        print("note: --draw_dir: these predictions have no boxes ('detections'), so there is nothing to draw",
+              file=sys.stderr)
+        return 0
+    names = draw_file_names([paths[i] for i in drawable])
+    # colours by the sorted classes found: distinct for up to len(PREDICTION_COLOURS) classes per call
+    classes = sorted({str(d["class"]) for i in drawable for d in predictions[i]["detections"]})
+    failed = 0
+    for i, name in zip(drawable, names):
+        try:
+            save_detections_image(os.path.join(draw_dir, name), images[i], predictions[i]["detections"],
+                                  class_names=classes)
+        except OSError as e:
+            print(f"error: {paths[i]}: cannot write {os.path.join(draw_dir, name)}: {e.strerror or e}", file=sys.stderr)
+            failed += 1
+    print(f"drew {len(drawable) - failed} image(s) with their boxes into {draw_dir}", file=sys.stderr)
+    return failed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Predict with a finished run (attributes, boxes) on image files.")
     parser.add_argument("--workdir", required=True, help="workdir of a finished experiments.run run")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders of them")
+    parser.add_argument("--draw_dir", metavar="DIR", default=None,
+                        help="also write each image with its boxes drawn and labelled as a PNG into DIR "
+                             "(recipes that predict boxes)")
     args = parser.parse_args(argv)
     args.images = expand_folders(args.images)
     try:
+        if args.draw_dir is not None:
+            check_draw_dir(args.draw_dir)
         config, recipe = load_run(args.workdir)
         if not hasattr(recipe, "predict_images"):
             raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
@@ -137,6 +220,8 @@ def main(argv=None) -> int:
             return 2
         for path, prediction in zip(paths, predictions):
             print(json.dumps({"file": path, **prediction}), flush=True)
+        if args.draw_dir is not None:
+            failed += draw_predictions(args.draw_dir, paths, images, predictions)
     return 1 if failed else 0
 
 

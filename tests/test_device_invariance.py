@@ -44,7 +44,7 @@ def test_distill_stages_on_one_device_match_eight(distill_smoke_run, gestures_da
     reference, _ = distill_smoke_run
     config = distill_config.get_config("smoke")
     config.data.data_dir = gestures_data_dir
-    train = distill.load_split(config, config.data.train_split)
+    train = distill.load_data(config)["train"]
     stages = {s.name: s for s in distill.make_stages(config, {"train": train})}
     # a detector on its task loss, and the student distilled from both teachers (the 8-device run's own
     # teachers, read in place), which covers every count-normalised term
@@ -59,7 +59,7 @@ def test_multitask_stage_on_one_device_matches_eight(multitask_smoke_run, tmp_pa
     from jaxface.recipes import multitask
 
     reference, _, config = multitask_smoke_run
-    train = multitask.load_split(config, config.data.train_split, config.data.max_train_examples)
+    train = multitask.load_data(config)["train"]
     joint = next(s for s in multitask.make_stages(config, {"train": train}) if s.name == "joint")  # every head, masked
     _run_on_one_device([joint], tmp_path, config)
     _assert_same_losses(_logged(tmp_path, "joint"), _logged(reference, "joint"), later_rtol=1e-3)

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from configs import multitask as multitask_config
+from jaxface.data import face_attributes
+from jaxface.data.celeb_a import CELEB_A_LABELS
 from jaxface.data import synthetic_faces as sf
+from jaxface.models.attributes import network_variables
 from jaxface.recipes import multitask
 from jaxface.train import loop
 from tests.results_table import formatted
@@ -53,8 +56,8 @@ def test_smoke_run_writes_results_for_every_arm(smoke_run):
     # stage 1 trains only the independent heads, stage 3 every head
     stage1 = next(line for line in lines if line["stage"] == "stage1")
     stage3 = next(line for line in lines if line["stage"] == "stage3")
-    assert set(stage1) - {"stage", "step", "loss"} == set(sf.INDEPENDENT_ATTRIBUTES)
-    assert set(stage3) - {"stage", "step", "loss"} == set(multitask.HEADS)
+    assert set(stage1) - {"stage", "step", "loss", "learning_rate"} == set(sf.INDEPENDENT_ATTRIBUTES)
+    assert set(stage3) - {"stage", "step", "loss", "learning_rate"} == set(multitask.HEADS)
 
 
 def test_results_md_holds_the_results_table_and_the_claim(smoke_run):
@@ -100,7 +103,7 @@ def _flat(tree):
 
 def test_each_stage_starts_from_the_previous_one(smoke_config, smoke_run):
     workdir, _ = smoke_run
-    train = multitask.load_split(smoke_config, "train")
+    train = multitask.load_data(smoke_config)["train"]
     stages = {s.name: s for s in multitask.make_stages(smoke_config, {"train": train})}
     store = loop.StageStore(str(workdir), list(stages.values()))
     stage1, stage2 = store.load("stage1")["net"], store.load("stage2")["net"]
@@ -130,7 +133,7 @@ def test_regression_heads_predict_in_label_units(smoke_config):
     cross-entropy's); predictions and the loss see them multiplied back into years / score / degrees."""
     heads = ("gender", "age", "pose")
     full = multitask.largest_network_variables(smoke_config, loop.seed_key(0))
-    variables = multitask.network_variables(full, heads, False)
+    variables = network_variables(full, heads, False)
     images = np.random.default_rng(0).integers(0, 256, (2, 28, 28, 3), np.uint8)
     raw = multitask.build_net(smoke_config, heads, decoupling=False, train=False).apply(variables, images, train=False)
     out = multitask.predict_fn(smoke_config, heads, False)(variables, {"image": images})
@@ -166,26 +169,26 @@ class FakeCelebA:
 
 def test_celeb_a_attributes_map_onto_the_heads_and_missing_heads_are_masked(monkeypatch):
     fake = {"train": FakeCelebA(20), "test": FakeCelebA(6)}
-    monkeypatch.setattr(multitask, "open_celeb_a", lambda split, data_dir: fake[split])
+    monkeypatch.setattr(face_attributes, "open_celeb_a", lambda split, data_dir: fake[split])
     config = multitask_config.get_config("celeb_a")
     config.data.image_size = 32
     multitask.validate_config(config)
-    train = multitask.load_split(config, "train", limit=16)
+    train = face_attributes.load_split(config.data, "train", limit=16)
     arrays = train.arrays
     assert arrays["image"].shape == (16, 32, 32, 3) and arrays["image"].dtype == np.uint8
     np.testing.assert_array_equal(arrays["image"][3], np.full((32, 32, 3), 3 * 7, np.uint8))  # crop kept faces only
-    for head, attribute in multitask.CELEB_A_LABELS.items():
+    for head, attribute in CELEB_A_LABELS.items():
         expected = [fake["train"][i]["attributes"][attribute] for i in range(16)]
         np.testing.assert_array_equal(arrays[head], np.array(expected, np.int32), err_msg=head)
     known = dict(zip(multitask.HEADS, arrays["known"].T))
     assert all(known[h].sum() == 0 for h in ("mask", "pose"))
-    assert all(known[h].min() == 1 for h in multitask.CELEB_A_LABELS)
+    assert all(known[h].min() == 1 for h in CELEB_A_LABELS)
     # no head is built for what CelebA does not label; age / face value become binary
-    specs = multitask.head_specs(config)
+    specs = face_attributes.head_specs(config.data.name)
     assert set(specs) == set(multitask.HEADS) - {"mask", "pose"}
     assert specs["age"].num_classes == 2 and specs["face_value"].kind == "classification"
     models = multitask.stage_models(config)
-    assert set(models["single_task"]) == {f"single_{h}" for h in multitask.CELEB_A_LABELS}
+    assert set(models["single_task"]) == {f"single_{h}" for h in CELEB_A_LABELS}
     assert models["stage1"]["net"][0] == ("gender", "quality", "glasses")
     # the curriculum's stages all read CelebA's examples, with the stage's heads and masks
     stages = {s.name: s for s in multitask.make_stages(config, {"train": train})}
@@ -202,7 +205,7 @@ def test_celeb_a_attributes_map_onto_the_heads_and_missing_heads_are_masked(monk
     ("train.steps.stage2", 0, "config.train.steps.stage2=0 must be a finite number > 0"),
     ("optimizer.learning_rate", float("inf"), "config.optimizer.learning_rate=inf must be a finite number > 0"),
     ("model.compute_dtype", "float16", "allowed: float32, bfloat16"),
-    ("loss.weights.age", -1.0, "config.loss.weights.age=-1.0 must be >= 0"),
+    ("loss.weights.age", -1.0, "config.loss.weights.age=-1.0 must be a finite number >= 0"),
     ("data.image_size", 8, "config.data.image_size=8 must be in [16, 1024]"),
 ])
 def test_bad_configuration_is_refused_with_a_clear_line(key, value, message):

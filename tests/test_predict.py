@@ -13,6 +13,9 @@ from PIL import Image
 from configs import multitask as multitask_config
 from experiments import predict
 from jaxface.data import synthetic_faces as sf
+from jaxface.data import synthetic_gestures
+from jaxface.evaluation import plots
+from jaxface.models.attributes import network_variables
 from jaxface.recipes import multitask
 from jaxface.train.checkpoints import StageCheckpoints
 from jaxface.train.loop import seed_key
@@ -29,7 +32,7 @@ def finished_run(tmp_path_factory):
     config = multitask_config.get_config("smoke")
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
     heads, decoupling = multitask.stage_models(config)[multitask.FINAL_STAGE]["net"]
-    variables = multitask.network_variables(multitask.largest_network_variables(config, seed_key(0)), heads, decoupling)
+    variables = network_variables(multitask.largest_network_variables(config, seed_key(0)), heads, decoupling)
     state = TrainState.create(variables={"net": variables}, tx={"net": optax.sgd(0.1)}, rng=seed_key(1))
     ckpt = StageCheckpoints(str(workdir / "checkpoints" / multitask.FINAL_STAGE), save_every_steps=1, keep=1)
     ckpt.save(state, force=True)
@@ -90,9 +93,12 @@ def test_read_image_gives_8_bit_rgb_of_bounded_size(image_files):
 def test_cli_predicts_good_files_and_names_each_bad_one(finished_run, image_files):
     order = ["face.png", "missing.png", "grey.png", "notes.txt", "alpha.png", "empty.png", "grey16.png",
              "truncated.png", "large.jpg", "folder.png", "absurd.png"]
+    draw_dir = finished_run / "drawn"  # attributes only: nothing to draw, said once, no folder made
     proc = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={finished_run}",
-                           *[image_files[n] for n in order]], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           f"--draw_dir={draw_dir}", *[image_files[n] for n in order]],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.count("nothing to draw") == 1 and not draw_dir.exists(), proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [line["file"] for line in lines] == [image_files[n] for n in order if n in GOOD]
     heads = set(multitask.HEADS)
@@ -129,3 +135,76 @@ def test_exif_orientation_is_applied_and_folders_expand_to_their_images(tmp_path
     assert predict.read_image(str(tmp_path / "a_plain.png")).shape == (20, 40, 3)
     assert predict.expand_folders([str(tmp_path), "x.png"]) == [
         str(tmp_path / "a_plain.png"), str(tmp_path / "b_turned.jpg"), "x.png"]
+
+
+def test_draw_detections_outlines_each_box_in_its_class_colour_at_the_images_size(tmp_path):
+    image = np.full((60, 80, 3), 128, np.uint8)
+    detections = [{"class": "fist", "score": 0.91, "box_xyxy": [10.0, 20.0, 50.0, 40.0]},
+                  {"class": "palm", "score": 0.4, "box_xyxy": [-5.0, -5.0, 200.0, 200.0]}]  # clipped to the image
+    drawn = plots.draw_detections(image, detections, class_names=["fist", "palm"])
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert np.all(image == 128)  # the input is left as it was
+    # the class colours are the detection grid's, by the class's index in class_names
+    fist, palm = (tuple(round(c * 255) for c in plots.PREDICTION_COLOURS[i][:3]) for i in (0, 1))
+    for y, x in [(30, 10), (30, 49), (39, 30)]:  # left, right and bottom edge of the fist box
+        assert tuple(drawn[y, x]) == fist, (y, x)
+    for y, x in [(30, 9), (30, 50), (40, 30), (30, 30)]:  # just outside, and inside below its label
+        assert tuple(drawn[y, x]) == (128, 128, 128), (y, x)
+    assert tuple(drawn[59, 40]) == palm and tuple(drawn[40, 79]) == palm  # bottom and right image edge
+    label = drawn[20:28, 10:40]  # "fist 0.91": white text on the class colour inside the top-left corner
+    assert np.any(np.all(label > 200, axis=-1)) and np.any(np.all(label == fist, axis=-1))  # (anti-aliased)
+    path = plots.save_detections_image(tmp_path / "sub" / "x.png", image, detections, class_names=["fist", "palm"])
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), drawn)
+
+
+def test_draw_file_names_keep_inputs_of_the_same_name_apart():
+    names = predict.draw_file_names(["a/x.jpg", "b/x.jpg", "c/y.png", "d/Y.PNG", "z.png", "z.png", "w.jpeg"])
+    assert names == ["a__x.jpg.png", "b__x.jpg.png", "c__y.png", "d__Y.PNG", "z.png", "z-2.png", "w.jpeg.png"]
+    assert len({n.casefold() for n in names}) == len(names)
+
+
+def test_cli_draws_each_images_boxes_into_draw_dir(distill_smoke_run, tmp_path):
+    workdir, _ = distill_smoke_run
+    # the finished run's checkpoints with score_threshold 0, so that every image has boxes to draw
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.loads((workdir / "config.json").read_text())
+    config["eval"]["score_threshold"] = 0.0
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "checkpoints").symlink_to(workdir / "checkpoints")
+    inputs = []
+    for index, name in enumerate(["a/x.png", "b/x.png", "c/turned.jpg"]):
+        (tmp_path / name).parent.mkdir()
+        image = Image.fromarray(synthetic_gestures.generate_example("test", index, lr_size=64)["image_hr"][:, :96])
+        exif = Image.Exif()
+        if name.endswith(".jpg"):
+            exif[0x0112] = 6  # shown turned: 96 wide x 128 high -> 128 wide x 96 high
+        image.save(tmp_path / name, exif=exif, quality=95)
+        inputs.append(str(tmp_path / name))
+    draw_dir = tmp_path / "drawn"
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={run}", f"--draw_dir={draw_dir}",
+                           *inputs], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["file"] for line in lines] == inputs and all(set(line) == {"file", "detections"} for line in lines)
+    assert sorted(os.listdir(draw_dir)) == ["a__x.png", "b__x.png", "turned.jpg.png"]
+    classes = sorted({d["class"] for line in lines for d in line["detections"]})
+    for line, name in zip(lines, ["a__x.png", "b__x.png", "turned.jpg.png"]):
+        assert line["detections"], line
+        seen = predict.read_image(line["file"])  # the oriented pixels the boxes are given in
+        drawn = np.asarray(Image.open(draw_dir / name))
+        assert drawn.shape == seen.shape == ((96, 128, 3) if name.startswith("turned") else (128, 96, 3))
+        np.testing.assert_array_equal(drawn, plots.draw_detections(seen, line["detections"], class_names=classes))
+        assert np.any(drawn != seen)
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_refuses_a_draw_dir_that_is_a_file(finished_run, image_files, tmp_path):
+    existing = tmp_path / "results.png"
+    existing.write_bytes(b"keep me")
+    proc = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={finished_run}",
+                           f"--draw_dir={existing}", image_files["face.png"]],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"error: --draw_dir={existing} is an existing file, not a folder"]
+    assert existing.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["results.png"]

@@ -11,7 +11,6 @@ import numpy as np
 import optax
 import pytest
 
-from jaxface.data.pipeline import ShuffledBatches
 from jaxface.train import checkpoints, devices, driver, loop, writers
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, Validation

@@ -1,4 +1,5 @@
-"""Tests for the synthetic_gestures TFDS builder and the CenterNet target encoder."""
+"""Tests for the synthetic_gestures TFDS builder, the builder plumbing it shares with synthetic_faces
+(`jaxface.data.tfds_builder`), and the CenterNet target encoder."""
 
 import math
 
@@ -8,6 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
 from jaxface.data import synthetic_gestures as sg
+from jaxface.data import tfds_builder
 from jaxface.data.centernet_targets import encode_centernet_batch
 from jaxface.data.centernet_targets import encode_centernet_targets
 from jaxface.data.centernet_targets import gaussian_radius
@@ -90,6 +92,7 @@ def test_shapes_dtypes_labels_and_padding(smoke_examples):
             assert example['image_hr'].shape == (128, 128, 3) and example['image_hr'].dtype == np.uint8
             assert example['boxes'].shape == (sg.MAX_HANDS, 4) and example['boxes'].dtype == np.float32
             assert example['labels'].shape == (sg.MAX_HANDS,) and example['labels'].dtype == np.int32
+            assert example['num_hands'].shape == () and example['num_hands'].dtype == np.int32
             num_hands = int(example['num_hands'])
             assert 0 <= num_hands <= sg.MAX_HANDS
             labels, boxes = example['labels'], example['boxes']
@@ -150,6 +153,48 @@ def test_bad_arguments_raise():
         sg.prepare('lr32', '/nonexistent')
     with pytest.raises(ValueError, match='split'):
         sg.data_source('smoke', 'val', '/nonexistent')
+
+
+# ----------------------------------------------------------------------------------------------
+# The builder plumbing shared with synthetic_faces (jaxface.data.tfds_builder), on a builder of its own.
+
+
+class _Counting(tfds_builder.GeneratedBuilder, skip_registration=True):
+    """Example i of split s: value = 10 i + (index of s in SPLITS), an int32 scalar; vector = [i, i]."""
+
+    name = 'tfds_builder_counting'
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = [tfds_builder.GeneratedConfig(name='tiny', num_train=5, num_validation=2, num_test=1)]
+
+    def _features(self):
+        return tfds.features.FeaturesDict({'value': tfds.features.Tensor(shape=(), dtype=np.int32),
+                                           'vector': tfds.features.Tensor(shape=(2,), dtype=np.float32)})
+
+    def _generate_example(self, split, index):
+        return {'value': np.int32(10 * index + tfds_builder.SPLITS.index(split)),
+                'vector': np.full(2, index, np.float32)}
+
+
+def test_generated_builder_stores_example_i_at_i_with_declared_dtypes(tmp_path):
+    builder = tfds_builder.prepare(_Counting, 'tiny', str(tmp_path))
+    assert builder.info.description == __doc__  # the builder's module docstring
+    records = sorted(tmp_path.rglob('*.array_record*'))
+    assert len(records) == 3
+    stamps = [path.stat().st_mtime_ns for path in records]
+    tfds_builder.prepare(_Counting, 'tiny', str(tmp_path))  # already prepared: nothing is rewritten
+    assert [path.stat().st_mtime_ns for path in records] == stamps
+    for split_index, split in enumerate(tfds_builder.SPLITS):
+        source = tfds_builder.open_split(_Counting, 'tiny', split, str(tmp_path))
+        assert len(source) == _Counting.BUILDER_CONFIGS[0].split_sizes[split]
+        for index, example in enumerate(source.__getitems__(range(len(source)))):
+            # tfds alone would decode the scalar as a Python int.
+            assert example['value'].dtype == np.int32 and example['value'] == 10 * index + split_index
+            assert example['vector'].dtype == np.float32
+            np.testing.assert_array_equal(example['vector'], [index, index])
+    with pytest.raises(ValueError, match=r"config_name must be one of \['tiny'\]; got 'huge'"):
+        tfds_builder.prepare(_Counting, 'huge', str(tmp_path))
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'train', 'validation'\]; got 'val'"):
+        tfds_builder.open_split(_Counting, 'tiny', 'val', str(tmp_path))
 
 
 # ----------------------------------------------------------------------------------------------

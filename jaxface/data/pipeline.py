@@ -33,6 +33,16 @@ class ArraySource:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
+class SubsetSource(ArraySource):
+    """The examples `indices` of an `ArraySource`, without copying its arrays."""
+
+    def __init__(self, base: ArraySource, indices: np.ndarray):
+        self.arrays, self._base, self._indices, self._n = base.arrays, base, np.asarray(indices), len(indices)
+
+    def gather(self, indices: np.ndarray) -> Batch:
+        return self._base.gather(self._indices[indices])
+
+
 class DamagedDataError(RuntimeError):
     """A prepared data set on disk cannot be read (truncated or corrupted shard)."""
 

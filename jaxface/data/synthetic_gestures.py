@@ -16,8 +16,7 @@ Features (all fixed shapes, stored as `tfds.features.Tensor`, so reading needs n
   image_hr   uint8   [L*S, L*S, 3]
   boxes      float32 [MAX_HANDS, 4]  normalised [ymin, xmin, ymax, xmax] in [0, 1], zero rows pad
   labels     int32   [MAX_HANDS]     index into CLASS_NAMES, -1 pads
-  num_hands  int32   []              number of valid rows in boxes / labels (valid rows come first;
-                                     tfds decodes this scalar as a Python int)
+  num_hands  int32   []              number of valid rows in boxes / labels (valid rows come first)
 Boxes enclose every drawn part of the hand (wrist, palm, fingers, outline), clipped to the image.
 
 Example i of split s depends only on `np.random.default_rng([SPLIT_SEEDS[s], i])`, so preparing twice
@@ -39,7 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
-from jaxface.data.pipeline import PreparedSource
+from jaxface.data import tfds_builder
 
 CLASS_NAMES = (
     'fist',
@@ -431,8 +430,7 @@ def render_example(rng: np.random.Generator, *, lr_size: int, lr_factor: int = L
 
 def generate_example(split: str, index: int, *, lr_size: int, lr_factor: int = LR_FACTOR) -> dict:
     """Example `index` of `split`, from `np.random.default_rng([SPLIT_SEEDS[split], index])` alone."""
-    if split not in SPLIT_SEEDS:
-        raise ValueError(f'split must be one of {sorted(SPLIT_SEEDS)}; got {split!r}')
+    tfds_builder.check_choice('split', split, SPLIT_SEEDS)
     if index < 0:
         raise ValueError(f'index must be >= 0; got {index}')
     rng = np.random.default_rng([SPLIT_SEEDS[split], index])
@@ -440,11 +438,11 @@ def generate_example(split: str, index: int, *, lr_size: int, lr_factor: int = L
 
 
 # ----------------------------------------------------------------------------------------------
-# TFDS builder.
+# TFDS builder (the plumbing shared with synthetic_faces is in jaxface.data.tfds_builder).
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
-class SyntheticGesturesConfig(tfds.core.BuilderConfig):
+class SyntheticGesturesConfig(tfds_builder.GeneratedConfig):
     """Resolution and split sizes of one variant.
 
     Attributes:
@@ -455,17 +453,10 @@ class SyntheticGesturesConfig(tfds.core.BuilderConfig):
 
     lr_size: int = 64
     lr_factor: int = LR_FACTOR
-    num_train: int = 4096
-    num_validation: int = 512
-    num_test: int = 512
 
     @property
     def hr_size(self) -> int:
         return self.lr_size * self.lr_factor
-
-    @property
-    def split_sizes(self) -> dict[str, int]:
-        return {'train': self.num_train, 'validation': self.num_validation, 'test': self.num_test}
 
 
 CONFIGS = {
@@ -481,7 +472,7 @@ CONFIGS = {
 }
 
 
-class SyntheticGestures(tfds.core.GeneratorBasedBuilder):
+class SyntheticGestures(tfds_builder.GeneratedBuilder):
     """Procedural hand gestures in cluttered scenes, with paired low / high resolution images."""
 
     VERSION = tfds.core.Version('1.0.0')
@@ -492,58 +483,32 @@ class SyntheticGestures(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = list(CONFIGS.values())
     DEFAULT_CONFIG_NAME = 'lr64'
 
-    def _info(self) -> tfds.core.DatasetInfo:
+    def _features(self) -> tfds.features.FeaturesDict:
         config = self.builder_config
         # Raw bytes: the noisy images barely compress (zlib saves ~11% at ~2 ms per example).
         image_encoding = tfds.features.Encoding.BYTES
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=tfds.features.FeaturesDict({
-                'image': tfds.features.Tensor(shape=(config.lr_size, config.lr_size, 3), dtype=np.uint8,
-                                              encoding=image_encoding),
-                'image_hr': tfds.features.Tensor(shape=(config.hr_size, config.hr_size, 3),
-                                                 dtype=np.uint8, encoding=image_encoding),
-                'boxes': tfds.features.Tensor(shape=(MAX_HANDS, 4), dtype=np.float32),
-                'labels': tfds.features.Tensor(shape=(MAX_HANDS,), dtype=np.int32),
-                'num_hands': tfds.features.Tensor(shape=(), dtype=np.int32),
-            }),
-            # Keep example i at position i so data_source(...)[i] == generate_example(split, i).
-            disable_shuffling=True,
-            homepage='https://github.com/jaxface',
-        )
+        return tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(config.lr_size, config.lr_size, 3), dtype=np.uint8,
+                                          encoding=image_encoding),
+            'image_hr': tfds.features.Tensor(shape=(config.hr_size, config.hr_size, 3), dtype=np.uint8,
+                                             encoding=image_encoding),
+            'boxes': tfds.features.Tensor(shape=(MAX_HANDS, 4), dtype=np.float32),
+            'labels': tfds.features.Tensor(shape=(MAX_HANDS,), dtype=np.int32),
+            'num_hands': tfds.features.Tensor(shape=(), dtype=np.int32),
+        })
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download: every example is generated.
-        return {split: self._generate_examples(split, size)
-                for split, size in self.builder_config.split_sizes.items()}
-
-    def _generate_examples(self, split: str, num_examples: int):
+    def _generate_example(self, split: str, index: int) -> dict:
         config = self.builder_config
-        for index in range(num_examples):
-            yield index, generate_example(split, index, lr_size=config.lr_size,
-                                          lr_factor=config.lr_factor)
-
-
-def _check_config_name(config_name: str) -> None:
-    if config_name not in CONFIGS:
-        raise ValueError(f'config_name must be one of {sorted(CONFIGS)}; got {config_name!r}')
+        return generate_example(split, index, lr_size=config.lr_size, lr_factor=config.lr_factor)
 
 
 def prepare(config_name: str = 'lr64', data_dir: str | None = None) -> SyntheticGestures:
-    """Generates `synthetic_gestures/<config_name>` as array_record files under `data_dir` (a no-op
-    when already prepared) and returns the builder."""
-    _check_config_name(config_name)
-    builder = SyntheticGestures(config=config_name, data_dir=data_dir)
-    tfds.disable_progress_bar()  # progress bars flood training logs
-    builder.download_and_prepare(file_format='array_record')
-    return builder
+    """Generates `synthetic_gestures/<config_name>` as array_record files under `data_dir` (tfds' default
+    directory when None; a no-op when already prepared) and returns the builder."""
+    return tfds_builder.prepare(SyntheticGestures, config_name, data_dir)
 
 
-def data_source(config_name: str, split: str, data_dir: str | None = None):
-    """Random-access, TensorFlow-free source of a prepared split: `source[i]` is a dict of numpy
-    arrays (feature names above), `len(source)` the split size."""
-    _check_config_name(config_name)
-    if split not in SPLIT_SEEDS:
-        raise ValueError(f'split must be one of {sorted(SPLIT_SEEDS)}; got {split!r}')
-    return PreparedSource(f'synthetic_gestures/{config_name}', split, data_dir)
+def data_source(config_name: str, split: str, data_dir: str | None = None) -> tfds_builder.TypedSource:
+    """Random-access, TensorFlow-free source of a prepared split: `source[i]` is the dict of numpy
+    arrays of example i (feature names and dtypes above), `len(source)` the split size."""
+    return tfds_builder.open_split(SyntheticGestures, config_name, split, data_dir)

@@ -1,14 +1,16 @@
-"""PNG figures for evaluation reports: detection grids, training curves and grouped bar charts.
+"""PNG figures for evaluation reports: detection grids, training curves and grouped bar charts, and
+one image with its detections drawn at its own size (draw_detections, via PIL).
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so importing this module never
 changes the global backend nor needs a display, and figures are freed when they go out of scope.
-Every function creates the parent directory of `path` and returns `path`.
+Every save_* function creates the parent directory of `path` and returns `path`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -336,3 +338,81 @@ def save_captioned_grid(
     if title:
         figure.suptitle(title, fontsize=10)
     return _save(figure, path)
+
+
+def _colour_of(class_name: str, class_names: Sequence[str] | None) -> tuple[int, int, int]:
+    """The class's colour from PREDICTION_COLOURS (as save_detection_grid colours class indices), as RGB
+    bytes: by its index in `class_names` when listed there, else by a stable hash of the name."""
+    if class_names is not None and class_name in class_names:
+        index = list(class_names).index(class_name)
+    else:
+        index = zlib.crc32(str(class_name).encode())
+    return tuple(int(round(c * 255)) for c in PREDICTION_COLOURS[index % len(PREDICTION_COLOURS)][:3])
+
+
+def draw_detections(
+    image: np.ndarray,
+    detections: Sequence[Mapping],
+    *,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """A copy of `image` with each detection's box drawn on it at the image's own size.
+
+    Args:
+      image: RGB uint8 [H, W, 3] (e.g. the image as experiments.predict read it).
+      detections: [{'class': name, 'score': float, 'box_xyxy': [x0, y0, x1, y1]}] in the image's
+        pixels, as the recipes' predict_images return them.
+      class_names: optional order of the classes, so a class gets the colour save_detection_grid
+        gives its index; classes not listed are coloured by a stable hash of their name.
+
+    Boxes are solid outlines coloured by class (PREDICTION_COLOURS), labelled "<class> <score>" in
+    white on the class colour inside the box's top-left corner, as in save_detection_grid.
+
+    Returns:
+      RGB uint8 [H, W, 3], the same size as `image`; `image` is not changed.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be RGB uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    canvas = Image.fromarray(image.copy(), "RGB")
+    draw = ImageDraw.Draw(canvas)
+    line = max(1, round(max(height, width) / 250))
+    font = ImageFont.load_default(size=max(8, round(max(height, width) / 40)))
+    for detection in detections:
+        x0, y0, x1, y1 = (float(v) for v in detection["box_xyxy"])
+        # pixel i covers [i, i + 1): the outline runs along the box's first and last covered pixels
+        left, top = min(max(round(x0), 0), width - 1), min(max(round(y0), 0), height - 1)
+        right, bottom = min(max(round(x1) - 1, left), width - 1), min(max(round(y1) - 1, top), height - 1)
+        colour = _colour_of(detection["class"], class_names)
+        draw.rectangle((left, top, right, bottom), outline=colour, width=line)
+        label = f"{detection['class']} {float(detection['score']):.2f}"
+        text_box = draw.textbbox((0, 0), label, font=font)
+        text_width, text_height = text_box[2] - text_box[0] + 2, text_box[3] - text_box[1] + 2
+        # inside the box's top-left corner (kept on the image), so boxes touching an edge keep their label
+        text_left = max(0, min(left, width - text_width))
+        text_top = max(0, min(top, height - text_height))
+        draw.rectangle((text_left, text_top, text_left + text_width - 1, text_top + text_height - 1), fill=colour)
+        draw.text((text_left + 1 - text_box[0], text_top + 1 - text_box[1]), label, fill="white", font=font)
+    return np.asarray(canvas, np.uint8).copy()
+
+
+def save_detections_image(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    detections: Sequence[Mapping],
+    *,
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """draw_detections(image, detections) saved as a PNG of the image's own size; returns path."""
+    from PIL import Image
+
+    drawn = draw_detections(image, detections, class_names=class_names)
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    Image.fromarray(drawn, "RGB").save(path, format="PNG")
+    return path

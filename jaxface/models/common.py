@@ -8,6 +8,9 @@ import jax
 import numpy as np
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")  # what `config.model(s).compute_dtype` may name
+
+
 def param_count(params: Any) -> int:
     """Total number of scalars in a pytree of arrays (e.g. a flax ``params`` collection).
 

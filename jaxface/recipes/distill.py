@@ -18,20 +18,19 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from jaxface.data import centernet_targets, synthetic_gestures
-from jaxface.data.images import center_square, resize_images
 from jaxface.data.pipeline import ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
 from jaxface.evaluation import decode_centernet, detection_average_precision, detection_records, plots
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
-from jaxface.models import CenterNet, FeatureAdapter, param_count
-from jaxface.train import checkpoints, devices, loop, writers
+from jaxface.models import CenterNet, FeatureAdapter
+from jaxface.models.common import COMPUTE_DTYPES
+from jaxface.train import checkpoints, checks, devices, loop
 from jaxface.train.checkpoints import load_exported
 from jaxface.train.driver import Report
 from jaxface.train.optimizers import make_optimizer
-from jaxface.train.predict import Predictor
+from jaxface.train.predict import image_input_format, predict_images as predict_on_images, predict_stages
 from jaxface.train.stages import Stage, config_fingerprint
 
 TEACHERS = ("big", "hr")
@@ -39,6 +38,7 @@ TEACHERS = ("big", "hr")
 IMAGE_KEY = {"student": "image", "teacher_big": "image", "teacher_hr": "image_hr"}
 KD_STAGES = {"student_kd_big": ("big",), "student_kd_hr": ("hr",), "student_kd_both": ("big", "hr")}
 STAGES = ("teacher_big", "teacher_hr", "student", *KD_STAGES)
+MODEL_OF = {s: s if s.startswith("teacher") else "student" for s in STAGES}  # the detector each stage trains
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -46,18 +46,13 @@ def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
     loop.validate_train_config(config, STAGES)
     check_dataset_name(config.data.name, ("synthetic_gestures",))
-    if config.data.builder_config not in synthetic_gestures.CONFIGS:
-        raise ValueError(f"config.data.builder_config={config.data.builder_config!r}; allowed: "
-                         f"{', '.join(synthetic_gestures.CONFIGS)}")
+    checks.one_of(config.data.builder_config, synthetic_gestures.CONFIGS, "config.data.builder_config")
     L = config.data.resolution_factor
     if config.models.teacher_hr["stem_stride"] != L * config.models.student["stem_stride"]:
         raise ValueError(f"config.models.teacher_hr.stem_stride must be L={L} times the student's "
                          f"({L * config.models.student['stem_stride']}) so their feature maps align (claim 5)")
-    if config.models.compute_dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.models.compute_dtype={config.models.compute_dtype!r}; allowed: float32, bfloat16")
-    for k, v in config.loss.items():
-        if v < 0:
-            raise ValueError(f"config.loss.{k}={v} must be >= 0")
+    checks.one_of(config.models.compute_dtype, COMPUTE_DTYPES, "config.models.compute_dtype")
+    checks.non_negative(config.loss, "config.loss")
     for stage, directory in imported_stages(config).items():
         expected = jax.eval_shape(lambda: _init_detector(config, stage, jax.random.key(0)))["params"]
         mismatch = checkpoints.parameter_mismatch(directory, stage, expected)
@@ -67,19 +62,9 @@ def validate_config(config) -> None:
 
 
 def imported_stages(config) -> dict[str, str]:
-    """{teacher stage: checkpoint directory} of the teachers taken from earlier runs (config.teachers)
-    instead of being trained here."""
-    out = {}
-    for t in TEACHERS:
-        path = config.teachers[f"{t}_checkpoint"]
-        if path:
-            try:
-                out[f"teacher_{t}"] = checkpoints.finished_stage_dir(path, f"teacher_{t}")
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f"config.teachers.{t}_checkpoint: {e}; give the workdir of an earlier "
-                                        f"distill run or its checkpoints/teacher_{t} directory, or '' to train "
-                                        f"the teacher here") from None
-    return out
+    """{teacher stage: checkpoint directory} of the teachers taken from earlier runs (config.teachers)."""
+    return checkpoints.stages_from_other_runs({f"teacher_{t}": (f"config.teachers.{t}_checkpoint",
+                                                                config.teachers[f"{t}_checkpoint"]) for t in TEACHERS})
 
 
 def build_detector(config, name: str, *, train: bool) -> CenterNet:
@@ -92,13 +77,10 @@ def build_detector(config, name: str, *, train: bool) -> CenterNet:
 # --- data ----------------------------------------------------------------------------------------
 def load_data(config) -> dict:
     """{'train', 'test'}: random-access sources of the train and eval splits (prepared on first use)."""
-    return {"train": load_split(config, config.data.train_split), "test": load_split(config, config.data.eval_split)}
-
-
-def load_split(config, split: str):
-    data_dir = resolve_data_dir(config.data.data_dir)
-    devices.main_process_first(lambda: synthetic_gestures.prepare(config.data.builder_config, data_dir))
-    return synthetic_gestures.data_source(config.data.builder_config, split, data_dir)
+    data_dir, name = resolve_data_dir(config.data.data_dir), config.data.builder_config
+    devices.main_process_first(lambda: synthetic_gestures.prepare(name, data_dir))
+    return {k: synthetic_gestures.data_source(name, split, data_dir)
+            for k, split in (("train", config.data.train_split), ("test", config.data.eval_split))}
 
 
 def _with_targets(batch: dict, *, output_size: tuple[int, int], keep: tuple[str, ...]) -> dict:
@@ -115,13 +97,12 @@ def _input_size(config, name: str = "student") -> int:
 
 
 def _output_size(config) -> tuple[int, int]:
-    size = _input_size(config)
-    stride = 2 * config.models.student["stem_stride"]
-    return size // stride, size // stride
+    size = _input_size(config) // (2 * config.models.student["stem_stride"])  # the heads' stride
+    return size, size
 
 
 # --- per-device step functions -------------------------------------------------------------------
-def _forward_train(model, variables, images):
+def _forward_train(model, variables, images):  # -> (outputs, new BatchNorm statistics)
     out, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
     return out, updates["batch_stats"]
 
@@ -207,9 +188,7 @@ def stage_fingerprint(config, name: str, reused: Sequence[str] = ()) -> dict:
 
 def make_stages(config, data: dict) -> list[Stage]:
     """The six stages, less the teachers reused from earlier runs (`imported_stages`)."""
-    train_source, reused = data["train"], tuple(imported_stages(config))
-    steps = config.train.steps
-    keep_hr = ("image", "image_hr")
+    train_source, reused, steps = data["train"], tuple(imported_stages(config)), config.train.steps
     # Every student arm starts from the same initial weights and sees the same batches: a controlled comparison.
     student_key = jax.random.fold_in(loop.seed_key(config.seed), 1)
 
@@ -219,9 +198,7 @@ def make_stages(config, data: dict) -> list[Stage]:
                                transform=transform)
 
     stages = []
-    for name in ("teacher_big", "teacher_hr", "student"):
-        if name in reused:
-            continue
+    for name in (n for n in ("teacher_big", "teacher_hr", "student") if n not in reused):
         stages.append(Stage(
             name=name, num_steps=steps[name], step=make_detector_step(config, name),
             init=lambda rng, load, name=name: {name: _init_detector(
@@ -230,8 +207,7 @@ def make_stages(config, data: dict) -> list[Stage]:
             data=data((IMAGE_KEY[name],)), fingerprint=stage_fingerprint(config, name)))
     for name, teachers in KD_STAGES.items():
         def init(rng, load, teachers=teachers):
-            out = {"student": _init_detector(config, "student", student_key)}
-            size = _input_size(config)
+            out, size = {"student": _init_detector(config, "student", student_key)}, _input_size(config)
             features = build_detector(config, "student", train=False).apply(
                 out["student"], jnp.zeros((1, size, size, 3), jnp.uint8), train=False)["features"]
             for i, t in enumerate(teachers):
@@ -244,7 +220,7 @@ def make_stages(config, data: dict) -> list[Stage]:
             optimizers=dict.fromkeys(["student"] + [f"adapter_{t}" for t in teachers],
                                      make_optimizer(config.optimizer, steps[name])),
             frozen=lambda load, teachers=teachers: {t: load(f"teacher_{t}")[f"teacher_{t}"] for t in teachers},
-            data=data(keep_hr if "hr" in teachers else ("image",)),
+            data=data(("image", "image_hr") if "hr" in teachers else ("image",)),
             export=("student",),  # adapters are dropped at export
             fingerprint=stage_fingerprint(config, name, reused)))
     return stages
@@ -262,87 +238,63 @@ def _predict_fn(config, name: str):
     return predict
 
 
-def _evaluate_stages(config, store, test_source, mesh, out_dir: str) -> dict:
+def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
+    """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student;
+    figures go to `out_dir`."""
+    test_source = data["test"]
     limit = None if config.eval.num_examples < 0 else config.eval.num_examples
-    rows, per_class, detections, speed = [], {}, {}, {}
     first, _ = next(ordered_batches(test_source, config.eval.batch_size))
-    for stage in ("teacher_big", "teacher_hr", "student", *KD_STAGES):
-        model = stage if stage.startswith("teacher") else "student"
-        variables = store.load(stage)[model]
-        predictor = Predictor(_predict_fn(config, model), variables, mesh, config.eval.batch_size)
-        preds = predictor.predict_split(test_source, limit=limit, keep_inputs=("boxes", "labels", "image"))
-        ap = detection_average_precision(preds["pred_boxes"], preds["pred_scores"], preds["pred_classes"],
-                                         preds["boxes"], preds["labels"], num_classes=synthetic_gestures.NUM_CLASSES,
-                                         class_names=synthetic_gestures.CLASS_NAMES)
+    predict = {m: _predict_fn(config, m) for m in ("teacher_big", "teacher_hr", "student")}
+    found = predict_stages(store, {s: (s, m, predict[m]) for s, m in MODEL_OF.items()}, test_source, mesh,
+                           config.eval.batch_size, limit=limit, timed_batch=first, repeats=30,  # each network once
+                           keep_inputs=("boxes", "labels", "image"))
+    rows, per_class = [], {}
+    for stage, r in found.items():
+        p, model = r["outputs"], MODEL_OF[stage]
+        per_class[stage] = ap = detection_average_precision(
+            p["pred_boxes"], p["pred_scores"], p["pred_classes"], p["boxes"], p["labels"],
+            num_classes=synthetic_gestures.NUM_CLASSES, class_names=synthetic_gestures.CLASS_NAMES)
         size = _input_size(config, model)
-        if model not in speed:  # the four student stages share one network: time it once
-            speed[model] = predictor.throughput(first, repeats=30)
-        rows.append({"stage": stage, "model": model, "params": param_count(variables["params"]),
-                     "input": f"{size}x{size}", "mAP@0.5": ap["mAP"], "images/s": speed[model]})
-        per_class[stage] = ap
-        detections[stage] = preds
-        logging.info("[%s] mAP@0.5 %.4f, %.0f images/s", stage, ap["mAP"], rows[-1]["images/s"])
-    if jax.process_index() == 0:
-        _plots(config, store.workdir, out_dir, detections)
-    return {"rows": rows, "per_class": per_class}
-
-
-def _plots(config, workdir: str, out_dir: str, detections: dict) -> None:
-    """Loss curves of the run in `workdir` and detections of two stages, as PNGs in `out_dir`."""
-    metrics = writers.read_metrics(workdir)
-    # The detection (task) loss is comparable across stages; distillation stages log it as 'task'.
-    plots.save_curves(os.path.join(out_dir, "loss_curves.png"),
-                      {stage: (sorted(m), [m[s].get("task", m[s]["loss"]) for s in sorted(m)])
-                       for stage, m in metrics.items()},
-                      title="CenterNet task loss per stage (distillation terms excluded)", ylabel="loss", log_y=True)
-    for stage in ("student", "student_kd_both"):
-        p = detections[stage]
+        rows.append({"stage": stage, "model": model, "params": r["params"], "input": f"{size}x{size}",
+                     "mAP@0.5": ap["mAP"], "images/s": r["images/s"]})
+        logging.info("[%s] mAP@0.5 %.4f, %.0f images/s", stage, ap["mAP"], r["images/s"])
+    for stage in ("student", "student_kd_both") if jax.process_index() == 0 else ():  # figures: process 0
+        p = found[stage]["outputs"]
         plots.save_detection_grid(
             os.path.join(out_dir, f"detections_{stage}.png"), p["image"][:16], p["pred_boxes"][:16],
             p["pred_scores"][:16], p["pred_classes"][:16], class_names=synthetic_gestures.CLASS_NAMES,
             gt_boxes=p["boxes"][:16], gt_labels=p["labels"][:16], score_threshold=config.eval.score_threshold,
             title=f"{stage}: predictions (solid) and ground truth (dashed)")
-
-
-def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
-    """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student;
-    figures go to `out_dir`."""
-    results = _evaluate_stages(config, store, data["test"], mesh, out_dir)
-    by_stage = {r["stage"]: r for r in results["rows"]}
+    by_stage = {r["stage"]: r for r in rows}
     student, both = by_stage["student"]["mAP@0.5"], by_stage["student_kd_both"]["mAP@0.5"]
     summary = {"student_mAP": student, "student_kd_both_mAP": both, "claim_holds": bool(both > student)}
     return Report(
         title="Two-teacher distillation on synthetic_gestures/" + config.data.builder_config,
-        columns=["stage", "model", "params", "input", "mAP@0.5", "images/s"], rows=results["rows"],
+        columns=["stage", "model", "params", "input", "mAP@0.5", "images/s"], rows=rows,
         notes=[f"Claim (seed 003): the student distilled from both teachers beats the student alone: "
                f"{both:.4f} vs {student:.4f} mAP@0.5 -> {'holds' if summary['claim_holds'] else 'does NOT hold'}.",
                f"Split {config.data.eval_split!r}; images/s = jitted inference at batch {config.eval.batch_size} on "
                f"{devices.describe(mesh)}.",
-               *[f"{stage} was not trained in this run: reused from {d}." for stage, d in imported_stages(config).items()]],
-        summary=summary, extra={"per_class_AP": results["per_class"]})
+               *[f"{s} was not trained in this run: reused from {d}." for s, d in imported_stages(config).items()]],
+        summary=summary, extra={"per_class_AP": per_class})
 
 
 # --- inference on image files (experiments/predict.py) ------------------------------------------
+LOSS_CURVE = ("task", "loss")  # the detection loss is comparable across stages; distilled ones log it as 'task'
 EXPORT = ("student_kd_both", "student")  # the method's model: the student distilled from both teachers
 
 
 def input_format(config) -> dict:
-    size = _input_size(config)
-    return {"image": {"shape": [size, size, 3], "dtype": "uint8", "range": [0, 255], "layout": "HWC, RGB"}}
+    return image_input_format(_input_size(config))
 
 
 def predict_images(config, workdir: str, images: list) -> list[dict]:
     """Detections of each RGB uint8 image [H, W, 3] (any size: its centred square is resized to the
     student's input) by the two-teacher student, those scoring >= config.eval.score_threshold:
     [{'detections': [{'class', 'score', 'box_xyxy': [x0, y0, x1, y1] in the image's pixels}]}]."""
-    stage, model = EXPORT
-    variables = load_exported(workdir, stage, [model])[model]
-    predict, size = jax.jit(_predict_fn(config, "student")), _input_size(config)
-    results = []
-    for image in images:
-        top, left, side = center_square(*image.shape[:2])
-        found = jax.device_get(predict(variables, {"image": resize_images(np.asarray(image, np.uint8)[None], size)}))
-        results.append({"detections": detection_records(
-            found["pred_boxes"][0], found["pred_scores"][0], found["pred_classes"][0], synthetic_gestures.CLASS_NAMES,
-            score_threshold=config.eval.score_threshold, top=top, left=left, side=side)})
-    return results
+    variables = load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
+    found = predict_on_images(_predict_fn(config, "student"), variables, images, _input_size(config))
+    return [{"detections": detection_records(out["pred_boxes"], out["pred_scores"], out["pred_classes"],
+                                             synthetic_gestures.CLASS_NAMES, top=top, left=left, side=side,
+                                             score_threshold=config.eval.score_threshold)}
+            for out, (top, left, side) in found]

@@ -73,6 +73,21 @@ def finished_stage_dir(path: str, stage: str) -> str:
                             f"checkpoints/{stage}/ under it)")
 
 
+def stages_from_other_runs(paths: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """{stage: checkpoint directory} of the stages a config takes from earlier runs instead of training
+    them: `paths` is {stage: (config key, path)}, an empty path meaning 'train it here'. Raises
+    FileNotFoundError naming the key when a path holds no finished stage (see `finished_stage_dir`)."""
+    out = {}
+    for stage, (key, path) in paths.items():
+        if path:
+            try:
+                out[stage] = finished_stage_dir(path, stage)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"{key}: {e}; give the workdir of an earlier run or its checkpoints/{stage} "
+                                        f"directory, or '' to train {stage} here") from None
+    return out
+
+
 def has_best(directory: str) -> bool:
     """Whether the stage in `directory` keeps a best checkpoint (its validation selects one)."""
     return os.path.exists(os.path.join(directory, BEST_DIR, BEST_FILE))

@@ -13,13 +13,15 @@ A recipe is a module that provides (the contract, `Recipe`):
   input_format(config) -> {name: {'shape', 'dtype', ...}}   what that model reads, per example
   imported_stages(config) -> {stage: dir} optional: stages finished in other runs (e.g. reused teachers)
   predict_images(config, workdir, images) -> [dict]         optional: `experiments.predict`
+  LOSS_CURVE = ('task', 'loss')           optional: the metric plotted per stage (first one logged)
 
 `train_and_evaluate(recipe, config, workdir)` then validates, takes the workdir lock, loads the data,
 trains (`loop.run_stages`: resume, checkpoints, config.json once the workdir's fingerprints match),
-evaluates and writes `results.json` / `results.md`. `python -m experiments.run` is this function
-behind a command line, so a notebook that calls it gets the same workdir as the CLI. On a finished
-workdir, `evaluate_run` re-evaluates (another split, another folder) and `export_run` writes the final
-model as a plain orbax checkpoint (`experiments.evaluate`, `experiments.export`).
+evaluates and writes `results.json` / `results.md` and the common figures (`write_common_plots`).
+`python -m experiments.run` is this function behind a command line, so a notebook that calls it gets
+the same workdir as the CLI. On a finished workdir, `evaluate_run` re-evaluates (another split,
+another folder) and `export_run` writes the final model as a plain orbax checkpoint
+(`experiments.evaluate`, `experiments.export`).
 """
 
 from __future__ import annotations
@@ -71,7 +73,38 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
         store = loop.run_stages(recipe.make_stages(config, data), workdir=workdir,
                                 options=loop.LoopOptions.from_config(config), mesh=mesh, imported=imported,
                                 config_json=config.to_json_best_effort(indent=1))
-        return _write_report(workdir, recipe.evaluate(config, store, data, mesh, workdir), store)
+        report = recipe.evaluate(config, store, data, mesh, workdir)
+        write_common_plots(workdir, workdir, getattr(recipe, "LOSS_CURVE", ("loss",)))
+        return _write_report(workdir, report, store)
+
+
+def write_common_plots(workdir: str, out_dir: str, loss_keys: Sequence[str] = ("loss",)) -> list[str]:
+    """Figures every run gets, from its metrics.jsonl (process 0 only): `loss_curves.png`, per stage
+    the first of `loss_keys` it logged (e.g. a distilled stage's task loss, comparable across stages),
+    and `validation_curves.png` of every 'val/<metric>' when some stage validated during training."""
+    metrics = writers.read_metrics(workdir)
+    if jax.process_index() != 0 or not metrics:
+        return []
+    from jaxface.evaluation import plots  # matplotlib only where figures are drawn
+
+    def curve(rows: dict, key: str) -> tuple[list, list]:
+        steps = [s for s in sorted(rows) if key in rows[s]]
+        return steps, [rows[s][key] for s in steps]
+
+    written, curves, validation = [], {}, {}
+    for stage, rows in metrics.items():
+        logged = {k for r in rows.values() for k in r}
+        key = next((k for k in loss_keys if k in logged), None)
+        if key is not None:
+            curves[stage] = curve(rows, key)
+        validation.update({f"{stage} {k}": curve(rows, k) for k in sorted(logged) if k.startswith("val/")})
+    if curves:
+        written.append(plots.save_curves(os.path.join(out_dir, "loss_curves.png"), curves, log_y=True, ylabel="loss",
+                                         title=f"training loss ({' or '.join(loss_keys)}) per stage"))
+    if validation:
+        written.append(plots.save_curves(os.path.join(out_dir, "validation_curves.png"), validation,
+                                         title="validation during training", ylabel="metric"))
+    return written
 
 
 def stage_selections(store: loop.StageStore) -> dict:
@@ -114,7 +147,9 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
         raise FileNotFoundError(f"{workdir}: stages {unfinished} are not finished; finish the run with experiments.run")
     loop.check_fingerprints(stages, store)
     os.makedirs(out_dir, exist_ok=True)
-    return _write_report(out_dir, recipe.evaluate(config, store, data, mesh, out_dir), store)
+    report = recipe.evaluate(config, store, data, mesh, out_dir)
+    write_common_plots(workdir, out_dir, getattr(recipe, "LOSS_CURVE", ("loss",)))
+    return _write_report(out_dir, report, store)
 
 
 def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:

@@ -8,14 +8,16 @@ processes receive the full outputs (so any of them can compute metrics).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxface.data.images import center_square, resize_images
 from jaxface.data.pipeline import ordered_batches
+from jaxface.models.common import param_count
 from jaxface.train import devices
 
 PredictFn = Callable[[Any, dict], dict]
@@ -70,3 +72,41 @@ class Predictor:
             out = self._fn(self.variables, inputs)
         jax.block_until_ready(out)
         return repeats * self.batch_size / (time.perf_counter() - t0)
+
+
+def predict_stages(store, models: Mapping[str, tuple[str, str, PredictFn]], source, mesh, batch_size: int, *,
+                   transform=None, limit: int | None = None, keep_inputs: tuple[str, ...] = (),
+                   timed_batch: dict | None = None, repeats: int = 10) -> dict[str, dict]:
+    """What a recipe's evaluation does for each of its models: {key: (stage, model, predict_fn)} ->
+    {key: {'outputs': `predict_split` of the finished stage's model on `source`, 'params': its parameter
+    count, 'images/s': `throughput` on `timed_batch` (None: not timed)}}. Keys sharing one predict
+    function are timed once (the same network with other weights runs at the same speed)."""
+    out, timed = {}, {}
+    for key, (stage, model, predict_fn) in models.items():
+        variables = store.load(stage)[model]
+        predictor = Predictor(predict_fn, variables, mesh, batch_size)
+        if timed_batch is not None and predict_fn not in timed:
+            timed[predict_fn] = predictor.throughput(timed_batch, repeats=repeats)
+        out[key] = {"outputs": predictor.predict_split(source, transform, limit, keep_inputs),
+                    "params": param_count(variables["params"]), "images/s": timed.get(predict_fn)}
+    return out
+
+
+def image_input_format(size: int) -> dict:
+    """`input_format` of a model reading one RGB uint8 image of `size` x `size` pixels."""
+    return {"image": {"shape": [size, size, 3], "dtype": "uint8", "range": [0, 255], "layout": "HWC, RGB"}}
+
+
+def predict_images(predict_fn: PredictFn, variables: Any, images: list, size: int,
+                   image_key: str = "image") -> list[tuple[dict, tuple[int, int, int]]]:
+    """Runs `predict_fn` on image files' pixels, one at a time: each RGB uint8 image [H, W, 3] of any
+    size is cut to its centred square, resized to `size` and passed as batch {image_key: [1, size, size, 3]}.
+    Returns per image (outputs without the batch axis, as host arrays; (top, left, side) of the square
+    in the image's pixels, to map outputs such as boxes back)."""
+    apply = jax.jit(predict_fn)
+    results = []
+    for image in images:
+        image = np.asarray(image, np.uint8)
+        out = jax.device_get(apply(variables, {image_key: resize_images(image[None], size)}))
+        results.append(({k: np.asarray(v[0]) for k, v in out.items()}, center_square(*image.shape[:2])))
+    return results

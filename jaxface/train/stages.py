@@ -150,7 +150,8 @@ class Stage:
             if extra:
                 raise ValueError(f"stage {self.name}: a derived stage trains nothing; drop {', '.join(extra)}")
             return
-        missing = [f for f in ("init", "step", "data") if getattr(self, f) is None] + ["optimizers"] * (not self.optimizers)
+        missing = [f for f in ("init", "step", "data") if getattr(self, f) is None]
+        missing += ["optimizers"] * (not self.optimizers)
         if missing:
             raise ValueError(f"stage {self.name}: a training stage needs {', '.join(missing)} (or `derive`)")
         if self.num_steps <= 0:
