@@ -107,4 +107,4 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.train.batch_size = 256
         c.train.steps = ml_collections.ConfigDict({k: 4000 for k in c.train.steps})
         c.eval.batch_size = 256
-    return c
+    return c.lock()  # a misspelt key (config.train.batch_sise = 8) raises instead of being added

@@ -122,4 +122,4 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.data.stage_subsets = ml_collections.ConfigDict(dict(stage1=(2,), stage2=(2,), stage3=(2,)))
         c.train.batch_size = 128
         c.train.steps = ml_collections.ConfigDict(dict(single=1500, joint=4500, stage1=1500, stage2=1500, stage3=1500))
-    return c
+    return c.lock()  # a misspelt key (config.train.batch_sise = 8) raises instead of being added

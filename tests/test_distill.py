@@ -1,5 +1,6 @@
 """The distillation recipe end to end on its smoke config, and the run entry point's error handling."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -81,6 +82,17 @@ def test_help_lists_every_recipe_with_its_config_variants():
     assert set(listed) == set(RECIPES)
     for recipe, configs in listed.items():
         assert f"  {recipe} ({'; '.join(configs)})" in help_lines, proc.stdout
+
+
+def test_every_config_refuses_a_misspelt_key_from_python():
+    """A notebook user gets the CLI's guarantee: a typo raises instead of silently adding a key."""
+    for file in sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py") and f[0] != "_"):
+        module = importlib.import_module(f"configs.{file[:-3]}")
+        for variant in module.VARIANTS:
+            config = module.get_config(variant)
+            with pytest.raises(AttributeError, match="batch_sise"):
+                config.train.batch_sise = 8
+            config.train.batch_size = 8  # existing keys stay settable
 
 
 @pytest.mark.parametrize("override, message", [

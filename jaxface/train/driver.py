@@ -64,7 +64,9 @@ class Recipe(Protocol):
 def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
     """Trains (or resumes) every stage of `recipe` under `config` in `workdir`, evaluates, writes the
     results; returns {'summary', 'columns', 'rows', **extra}. Raises loop.WorkdirBusyError when another
-    run holds the workdir, loop.ConfigChangedError when the workdir was trained with another config."""
+    run holds the workdir, loop.ConfigChangedError when the workdir was trained with another config.
+    The run uses a locked copy of `config`: what config.json records is what ran."""
+    config = config.copy_and_resolve_references().lock()
     recipe.validate_config(config)
     mesh = devices.make_mesh() if mesh is None else mesh
     with loop.WorkdirLock(workdir):
