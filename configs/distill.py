@@ -40,6 +40,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.resolution_factor = 2      # L: the high-resolution image is L times larger per side
+    c.data.in_memory = True           # hold the train split in memory (lr64: 315 MB); same batches either way
 
     # Reuse teachers trained in an earlier run instead of training them again: the workdir of that
     # distill run (or its checkpoints/teacher_big directory); '' trains the teacher in this run.

@@ -1,6 +1,8 @@
-r"""Does the training core cost anything? Times the two-teacher distillation step as the core runs it
-(shard_map over the mesh, TrainState, per-device key, metric pmean) against a bare `jax.jit` step of the
-same networks, losses and optimizer, in one process, and prints the ratio (target >= 0.97).
+r"""Does the training core cost anything, and can the input pipeline keep up? Times the two-teacher
+distillation step as the core runs it (shard_map over the mesh, TrainState, per-device key, metric pmean)
+against a bare `jax.jit` step of the same networks, losses and optimizer, in one process, and prints the
+ratio (target >= 0.97); then times the stage's own batch source (the real train split, target encoding
+included) in one thread and prints its examples/s beside what the step consumes.
 
   python -m experiments.bench --config=configs/distill.py --steps=50
   python -m experiments.bench --config=configs/distill.py:lr128 --steps=100      # GPU
@@ -18,11 +20,13 @@ from jaxface.data import synthetic_gestures
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
 from jaxface.recipes import distill
 from jaxface.train import devices
+from jaxface.train.optimizers import make_optimizer
 from jaxface.train.state import TrainState
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per variant (after 3 warm-up steps).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating timing rounds; the best of each is kept.")
+_PIPELINE_STEPS = flags.DEFINE_integer("pipeline_steps", 200, "Batches read to time the input pipeline (0: skip).")
 
 
 def synthetic_batch(config, batch_size: int) -> dict:
@@ -39,7 +43,7 @@ def bare_step_fn(config):
     teachers = {t: distill.build_detector(config, f"teacher_{t}", train=False) for t in distill.TEACHERS}
     adapters = {t: distill.FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"]))
                 for t in distill.TEACHERS}
-    tx = distill._optimizer(config, 10_000)
+    tx = make_optimizer(config.optimizer, 10_000)
 
     def step(params, stats, opt_state, frozen, batch):
         t_out = {t: teachers[t].apply(frozen[t], batch[distill.IMAGE_KEY[f"teacher_{t}"]], train=False)
@@ -128,6 +132,22 @@ def main(argv):
     print(f"  core (shard_map over {n_dev} device(s)): {min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
     print(f"  bare jax.jit (1 device):               {min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
     print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
+    if _PIPELINE_STEPS.value:
+        rate = pipeline_examples_per_second(config, _PIPELINE_STEPS.value)
+        print(f"input pipeline (student_kd_both batches: {config.data.builder_config} train split, "
+              f"{'in memory' if config.data.in_memory else 'on disk'}, CenterNet targets; one thread): "
+              f"{rate:9.1f} examples/s = {rate / core_ips:.2f}x what the core's step consumes")
+
+
+def pipeline_examples_per_second(config, steps: int) -> float:
+    """Examples/s of the `student_kd_both` stage's batch source over `steps` consecutive batches."""
+    data = distill.load_data(config)
+    source = next(s for s in distill.make_stages(config, data) if s.name == "student_kd_both").data
+    source.local_batch(0)  # first epoch's permutation
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        source.local_batch(step)
+    return steps * source.global_batch_size / (time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

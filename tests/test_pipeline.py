@@ -76,3 +76,19 @@ def test_batch_of_a_step_is_a_pure_function_of_seed_and_step():
         np.testing.assert_array_equal(other.indices(s), other_order[4 * s:4 * s + 4], err_msg=f"seed 8, step {s}")
     assert not np.array_equal(np.concatenate([other.indices(s) for s in steps]),
                               np.concatenate([forward[s] for s in steps]))
+
+
+def test_a_split_held_in_memory_gives_the_same_batches_as_on_disk(gestures_data_dir):
+    from jaxface.data import synthetic_gestures
+    from jaxface.data.pipeline import in_memory
+
+    on_disk = synthetic_gestures.data_source("smoke", "train", gestures_data_dir)
+    held = in_memory(on_disk, chunk=7)  # chunks that do not divide the split
+    assert isinstance(held, ArraySource) and len(held) == len(on_disk)
+    a = ShuffledBatches(on_disk, global_batch_size=16, seed=3)
+    b = ShuffledBatches(held, global_batch_size=16, seed=3)
+    for step in (0, 5, len(on_disk) // 16 + 1):  # the last one straddles an epoch boundary
+        x, y = a.local_batch(step, 1, 2), b.local_batch(step, 1, 2)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k

@@ -87,6 +87,16 @@ def gather(source: Any, indices: np.ndarray) -> Batch:
     return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
 
 
+def in_memory(source: Any, chunk: int = 1024) -> ArraySource:
+    """All examples of a random-access source (e.g. a prepared TFDS split) as one `ArraySource`, read
+    in chunks: gathering a batch is then one fancy index per feature instead of decoding records
+    (the embedded data sets fit in memory; real ones stay on disk)."""
+    if isinstance(source, ArraySource):
+        return source
+    parts = [gather(source, np.arange(s, min(s + chunk, len(source)))) for s in range(0, len(source), chunk)]
+    return ArraySource({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
@@ -120,9 +130,12 @@ class ShuffledBatches:
         per_process = self.global_batch_size // process_count
         first = step * self.global_batch_size + process_index * per_process
         positions = np.arange(first, first + per_process)
-        n = len(self.source)
-        epochs, offsets = np.divmod(positions, n)
-        return np.array([self._order(int(e))[o] for e, o in zip(epochs, offsets)])
+        epochs, offsets = np.divmod(positions, len(self.source))
+        out = np.empty(per_process, np.int64)
+        for epoch in np.unique(epochs):  # a batch spans at most two epochs
+            at = epochs == epoch
+            out[at] = self._order(int(epoch))[offsets[at]]
+        return out
 
     def local_batch(self, step: int, process_index: int = 0, process_count: int = 1) -> Batch:
         batch = gather(self.source, self.indices(step, process_index, process_count))

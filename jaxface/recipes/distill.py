@@ -21,13 +21,12 @@ import jax.numpy as jnp
 from absl import logging
 
 from jaxface.data import centernet_targets, synthetic_gestures
-from jaxface.data.pipeline import ShuffledBatches, check_dataset_name, ordered_batches, resolve_data_dir
+from jaxface.data.pipeline import ShuffledBatches, check_dataset_name, in_memory, ordered_batches, resolve_data_dir
 from jaxface.evaluation import decode_centernet, detection_average_precision, detection_records, plots
 from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
 from jaxface.models import CenterNet, FeatureAdapter
 from jaxface.models.common import COMPUTE_DTYPES
 from jaxface.train import checkpoints, checks, devices, loop
-from jaxface.train.checkpoints import load_exported
 from jaxface.train.driver import Report
 from jaxface.train.optimizers import make_optimizer
 from jaxface.train.predict import image_input_format, predict_images as predict_on_images, predict_stages
@@ -76,11 +75,13 @@ def build_detector(config, name: str, *, train: bool) -> CenterNet:
 
 # --- data ----------------------------------------------------------------------------------------
 def load_data(config) -> dict:
-    """{'train', 'test'}: random-access sources of the train and eval splits (prepared on first use)."""
+    """{'train', 'test'}: random-access sources of the train and eval splits (prepared on first use;
+    the train split held in memory when config.data.in_memory)."""
     data_dir, name = resolve_data_dir(config.data.data_dir), config.data.builder_config
     devices.main_process_first(lambda: synthetic_gestures.prepare(name, data_dir))
-    return {k: synthetic_gestures.data_source(name, split, data_dir)
-            for k, split in (("train", config.data.train_split), ("test", config.data.eval_split))}
+    train = synthetic_gestures.data_source(name, config.data.train_split, data_dir)
+    return {"train": in_memory(train) if config.data.in_memory else train,
+            "test": synthetic_gestures.data_source(name, config.data.eval_split, data_dir)}
 
 
 def _with_targets(batch: dict, *, output_size: tuple[int, int], keep: tuple[str, ...]) -> dict:
@@ -148,8 +149,7 @@ def make_kd_step(config, teachers: tuple[str, ...]):
                 head, _ = head_distillation_loss(out["heads"], teacher_out[t]["heads"], batch["mask"],
                                                  heatmap_weight=config.loss.kd_heatmap_weight,
                                                  wh_weight=config.loss.wh_weight,
-                                                 offset_weight=config.loss.offset_weight,
-                                                 axis_name=devices.AXIS)
+                                                 offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
                 total += config.loss[f"feature_weight_{t}"] * feat + config.loss[f"head_weight_{t}"] * head
                 metrics.update({f"feature_{t}": feat, f"head_{t}": head})
             return total, (stats, metrics)
@@ -292,7 +292,7 @@ def predict_images(config, workdir: str, images: list) -> list[dict]:
     """Detections of each RGB uint8 image [H, W, 3] (any size: its centred square is resized to the
     student's input) by the two-teacher student, those scoring >= config.eval.score_threshold:
     [{'detections': [{'class', 'score', 'box_xyxy': [x0, y0, x1, y1] in the image's pixels}]}]."""
-    variables = load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
+    variables = checkpoints.load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
     found = predict_on_images(_predict_fn(config, "student"), variables, images, _input_size(config))
     return [{"detections": detection_records(out["pred_boxes"], out["pred_scores"], out["pred_classes"],
                                              synthetic_gestures.CLASS_NAMES, top=top, left=left, side=side,
