@@ -173,7 +173,7 @@ def stop_flags(mesh: Mesh) -> dict[bool, jax.Array]:
             for flag in (False, True)}
 
 
-def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callable:
+def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True, force_shard_map: bool = False) -> Callable:
     """Maps a per-device step over the mesh, jitted once.
 
     step_fn(state, frozen, batch, rng) -> (state, metrics) sees this device's slice of the batch and a
@@ -187,6 +187,7 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
     buffers. `stop` is one of `stop_flags(mesh)` (whether this process was asked to stop); `control`
     = {'stop': any process asked, 'finite': every metric is finite} is the same on every process, so
     all of them take the same decision at the same step without an extra synchronisation.
+    force_shard_map: use shard_map even on one device (for `experiments/bench.py`'s comparison).
     """
 
     def per_device(state, frozen, batch, stop):
@@ -200,7 +201,7 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
         return state, metrics, control
 
     donate_argnums = (0,) if donate else ()
-    if mesh.devices.size == 1:
+    if mesh.devices.size == 1 and not force_shard_map:
         # One device: the same per-device function under a size-1 vmap with the axis named AXIS. Its
         # collectives become reductions over a length-1 axis, which XLA removes, where shard_map would
         # keep each as an all-reduce (17 in the distill step, ~10 % of a CPU step, experiments/bench.py).
