@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxface.data.images import separable_gaussian
 from jaxface.data.samplers import example_rng
 
 # The `step` under which evaluation splits are degraded: far beyond any training step, so a test image
@@ -85,16 +86,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     x = np.asarray(image, np.float32)
     if sigma <= 0:
         return x
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    for axis in (0, 1):
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(x, pad, mode="symmetric")
-        n = x.shape[axis]
-        x = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
-    return x.astype(np.float32)
+    return separable_gaussian(x, sigma, max(1, int(np.ceil(3.0 * sigma))), axes=(0, 1)).astype(np.float32)
 
 
 def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:

@@ -26,3 +26,18 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         return np.round(boxed).astype(np.uint8)
     return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR,
                                                            reducing_gap=2.0)) for im in images])
+
+
+def separable_gaussian(x: np.ndarray, sigma: float, radius: int, axes: tuple[int, ...]) -> np.ndarray:
+    """Gaussian filter of std `sigma` along each of `axes` of a float array, kernel taps
+    exp(-k^2 / (2 sigma^2)) for k in [-radius, radius] normalised to sum 1 (in x's dtype), borders
+    reflected as in 'abcd|dcba'. Same shape and dtype as x."""
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(x.dtype)
+    for axis in axes:
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(x, pad, mode="symmetric")
+        n = x.shape[axis]
+        x = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
+    return x

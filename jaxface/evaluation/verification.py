@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxface.data.images import separable_gaussian
+
 PAIR_TYPES = ("LR-LR", "LR-HR", "HR-HR")  # probe-gallery resolutions of `verify_pair_types`
 
 # --- pairs ---------------------------------------------------------------------------------------
@@ -137,15 +139,7 @@ def psnr(x: np.ndarray, y: np.ndarray, max_value: float = 255.0) -> float:
 
 def _gaussian_filter(x: np.ndarray, sigma: float = 1.5, radius: int = 5) -> np.ndarray:
     """Separable Gaussian over axes 1, 2 of [N, H, W, C], borders reflected ('abc|cba')."""
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps /= taps.sum()
-    for axis in (1, 2):
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(x, pad, mode="symmetric")
-        n = x.shape[axis]
-        x = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(taps))
-    return x
+    return separable_gaussian(x, sigma, radius, axes=(1, 2))
 
 
 def ssim(x: np.ndarray, y: np.ndarray, max_value: float = 255.0) -> float:
