@@ -1,7 +1,9 @@
 """Test-wide settings, applied before jax is first imported.
 
 - 8 simulated CPU devices, so the multi-device code paths run in the default suite.
-- `experiments.run` subprocesses use a throwaway persistent compilation cache.
+- One throwaway persistent compilation cache for the session, shared by the tests in this process and
+  the `experiments.run` subprocesses (a smoke stage compiled in-process is not compiled again by a CLI
+  test of the same config).
 - XLA backend optimisation off: the tests run tiny programs for a few steps, where compilation
   dominates (a smoke stage compiles ~3x faster). Comparisons in tests are within this setting.
 """
@@ -19,6 +21,8 @@ if "JAXFACE_COMPILATION_CACHE" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="jaxface_xla_")
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
     os.environ["JAXFACE_COMPILATION_CACHE"] = _cache
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["JAXFACE_COMPILATION_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # as experiments.run sets it
 
 
 import pytest  # noqa: E402  (after the environment is set)

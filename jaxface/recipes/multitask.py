@@ -198,9 +198,8 @@ def make_stages(config, data: dict) -> list[Stage]:
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-def regression_scales(config) -> dict[str, float]:
-    specs = fa.head_specs(config.data.name)
-    return {h: sf.LABEL_SCALES[h] for h in HEADS if h in specs and specs[h].kind == "regression"}
+def regression_scales(config) -> dict[str, float]:  # {regression head: label scale s_h}
+    return {h: sf.LABEL_SCALES[h] for h, spec in fa.head_specs(config.data.name).items() if spec.kind == "regression"}
 
 
 def predict_fn(config, heads, decoupling: bool):
