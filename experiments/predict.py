@@ -15,6 +15,10 @@ Grayscale, palette, alpha, 16-bit and float images are converted to 8-bit RGB; i
 image as read here (EXIF orientation applied, at the size whose pixels `box_xyxy` uses) with each box
 drawn and labelled "<class> <score>"; see `draw_file_names` for the file names. A recipe without boxes
 (attributes) draws nothing and says so once on stderr.
+
+`--verify a.png b.png` (recipes whose predictions carry an 'embedding', e.g. sr_recognition) prints one
+line {'files', 'distance', 'threshold', 'same'}: the Euclidean distance of the two embeddings and whether
+it is <= the threshold the run chose on validation identities (results.json 'verify').
 """
 
 from __future__ import annotations
@@ -186,6 +190,27 @@ def draw_predictions(draw_dir: str, paths: list[str], images: list[np.ndarray], 
     return failed
 
 
+def verify_threshold(workdir: str) -> float:
+    """The distance threshold the run chose on validation identities (results.json 'verify')."""
+    path = os.path.join(workdir, "results.json")
+    verify = json.load(open(path)).get("verify") if os.path.isfile(path) else None
+    if not verify or "threshold" not in verify:
+        raise ValueError(f"{path} has no verification threshold ('verify'): --verify needs a run of a recipe "
+                         f"that embeds faces (sr_recognition)")
+    return float(verify["threshold"])
+
+
+def verify_pair(paths: list[str], predictions: list[dict], threshold: float) -> dict:
+    """{'files', 'distance' = ||e_a - e_b||_2, 'threshold', 'same': distance <= threshold} of two predictions
+    that carry an 'embedding'."""
+    if any("embedding" not in p for p in predictions):
+        raise ValueError("--verify needs predictions with an 'embedding'")
+    a, b = (np.asarray(p["embedding"], np.float64) for p in predictions)
+    distance = float(np.linalg.norm(a - b))
+    return {"files": paths, "distance": round(distance, 5), "threshold": round(threshold, 5),
+            "same": bool(distance <= threshold)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Predict with a finished run (attributes, boxes) on image files.")
     parser.add_argument("--workdir", required=True, help="workdir of a finished experiments.run run")
@@ -193,12 +218,18 @@ def main(argv=None) -> int:
     parser.add_argument("--draw_dir", metavar="DIR", default=None,
                         help="also write each image with its boxes drawn and labelled as a PNG into DIR "
                              "(recipes that predict boxes)")
+    parser.add_argument("--verify", action="store_true",
+                        help="two face images: print their embeddings' distance and the same/different verdict at "
+                             "the threshold the run chose on validation identities (recipes with embeddings)")
     args = parser.parse_args(argv)
     args.images = expand_folders(args.images)
     try:
+        if args.verify and len(args.images) != 2:
+            raise ValueError(f"--verify compares exactly two images; got {len(args.images)}")
         if args.draw_dir is not None:
             check_draw_dir(args.draw_dir)
         config, recipe = load_run(args.workdir)
+        threshold = verify_threshold(args.workdir) if args.verify else None
         if not hasattr(recipe, "predict_images"):
             raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
     except (ValueError, FileNotFoundError) as e:
@@ -218,6 +249,15 @@ def main(argv=None) -> int:
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        if args.verify:
+            if failed:
+                return 1
+            try:
+                print(json.dumps(verify_pair(paths, predictions, threshold)), flush=True)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            return 0
         for path, prediction in zip(paths, predictions):
             print(json.dumps({"file": path, **prediction}), flush=True)
         if args.draw_dir is not None:

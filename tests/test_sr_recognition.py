@@ -249,6 +249,28 @@ def test_the_exported_cascade_is_sr_then_recognizer_and_predicts(smoke, tmp_path
     assert len(predicted[0]["embedding"]) == config.model.recognizer.embed_dim
 
 
+def test_predict_verify_prints_the_distance_and_the_verdict_at_the_validation_threshold(smoke, tmp_path, capsys):
+    from PIL import Image
+
+    from experiments import predict
+
+    workdir, results, _ = smoke
+    paths = []
+    for name, image in (("a.png", faces(1, 37)[0]), ("b.png", faces(1, 16, seed=2)[0])):
+        Image.fromarray(image).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    assert predict.main([f"--workdir={workdir}", "--verify", *paths]) == 0
+    verdict = json.loads(capsys.readouterr().out.strip())
+    run_config, run_recipe = predict.load_run(str(workdir))
+    embeddings = [np.array(p["embedding"])
+                  for p in run_recipe.predict_images(run_config, str(workdir), [predict.read_image(p) for p in paths])]
+    assert verdict["distance"] == pytest.approx(np.linalg.norm(embeddings[0] - embeddings[1]), abs=1e-4)
+    assert verdict["threshold"] == pytest.approx(results["verify"]["threshold"], abs=1e-5)
+    assert verdict["same"] == (verdict["distance"] <= verdict["threshold"])
+    assert predict.main([f"--workdir={workdir}", "--verify", paths[0]]) == 2
+    assert "compares exactly two images; got 1" in capsys.readouterr().err
+
+
 def test_a_rerun_with_another_config_is_refused(smoke):
     workdir, _, config = smoke
     changed = config.copy_and_resolve_references()
