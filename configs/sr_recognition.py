@@ -3,6 +3,7 @@ r"""Joint super-resolution + face recognition, cascaded into one model (seed 001
   python -m experiments.run --config=configs/sr_recognition.py --workdir=runs/sr          # ~10 min, 2-core CPU
   python -m experiments.run --config=configs/sr_recognition.py:smoke --workdir=/tmp/sr   # < 1 min, used by tests
   python -m experiments.run --config=configs/sr_recognition.py:full --workdir=runs/sr112 # accelerators, 112 -> 28 px
+  python -m experiments.run --config=configs/sr_recognition.py:lfw --workdir=runs/sr_lfw  # real faces: TFDS lfw
   python -m experiments.predict --workdir=runs/sr face.png                               # embedding norm (JSON line)
 
 Arms, all on the same identity-balanced batches and per-example degradations: (a) recognizer trained
@@ -19,7 +20,7 @@ downscaled to 32x32 HR and degraded 4x to 8x8 LR so the four arms fit a CPU budg
 import ml_collections
 
 # `--config=configs/sr_recognition.py:<variant>`; listed by `python -m experiments.run --help`.
-VARIANTS = ("default", "smoke", "full")
+VARIANTS = ("default", "smoke", "full", "lfw")
 
 
 def get_config(arg: str = "default") -> ml_collections.ConfigDict:
@@ -38,6 +39,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     c.data.image_size = 32            # HR side; the LR side is image_size / degradation.factor
     c.data.val_identities = 60        # the last training identities, held out: validation (verify threshold)
+    c.data.lfw_crop = 150             # lfw only: the centred square of the 250x250 frame that is kept
     c.data.max_train_examples = -1    # -1 = the whole split
     c.data.max_eval_examples = -1
 
@@ -98,7 +100,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.eval.batch_size = 8
         c.eval.num_folds = 2
         c.eval.num_sample_faces = 2
-    elif arg == "full":
+    elif arg in ("full", "lfw"):
         c.data.image_size = 112
         c.model.sr = ml_collections.ConfigDict(dict(kind="fsrcnn", d=56, s=12, m=4, residual=True))
         c.model.recognizer = ml_collections.ConfigDict(dict(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2),
@@ -111,4 +113,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.optimizer.learning_rate = 2e-3
         c.train.steps = ml_collections.ConfigDict(dict(hr_only=6000, hr_lr=6000, joint=6000, joint_e2e=6000))
         c.eval.batch_size = 200
+    if arg == "lfw":  # TFDS `lfw`, prepared once by the user (README); people split 80/10/10 by name
+        c.data.name = "lfw"
+        c.data.builder_config = ""
     return c.lock()  # a misspelt key (config.train.batch_sise = 8) raises instead of being added

@@ -277,3 +277,35 @@ def test_a_rerun_with_another_config_is_refused(smoke):
     changed.loss.margin = 0.5
     with pytest.raises(loop.ConfigChangedError):
         driver.train_and_evaluate(recipe, changed, str(workdir))
+
+
+def test_lfw_people_are_split_by_name_and_frames_cut_to_the_face(monkeypatch):
+    """The `lfw` variant's data path on a fake prepared source with LFW's features (250x250 'image',
+    'label' = the person's name as bytes): people, never images, are split; the face square is kept."""
+    from jaxface.data import face_identities as fi
+
+    names = [f"Person_{i // 3:02d}" for i in range(120)]  # 40 people x 3 images, in file order
+    fake = []
+    for i, name in enumerate(names):
+        frame = np.full((250, 250, 3), 255, np.uint8)
+        frame[50:200, 50:200] = i  # the centred 150x150 square: the face
+        fake.append({"image": frame, "label": name.encode()})
+    monkeypatch.setattr(fi, "open_lfw", lambda data_dir: fake)
+    config = sr_config.get_config("lfw")
+    config.data.image_size = 32
+    recipe.validate_config(config)
+    splits = fi.identity_splits(config.data)
+    people = {p: set(splits[p]["identity"].tolist()) for p in ("train", "val", "test")}
+    assert all(people.values()) and not (people["train"] & people["val"] or people["train"] & people["test"]
+                                         or people["val"] & people["test"])
+    assert sum(len(splits[p]["identity"]) for p in splits) == 120
+    number = {name: i for i, name in enumerate(sorted(set(names)))}
+    for p, split in splits.items():
+        for identity in split["identity"]:
+            name = sorted(set(names))[identity]
+            assert fi.lfw_part(name) == p and number[name] == identity
+        assert split["image"].shape[1:] == (32, 32, 3)
+        # every pixel comes from the face square (one grey level per image), none from the frame (255)
+        assert np.all(split["image"] == split["image"][:, :1, :1]) and split["image"].max() < 255
+    data = recipe.load_data(config)
+    assert data["test"].arrays["lr"].shape[1:] == (8, 8, 3) and len(data["train"]) == len(splits["train"]["image"])

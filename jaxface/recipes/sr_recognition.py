@@ -28,9 +28,9 @@ from absl import logging
 
 from jaxface.data import degradations as deg
 from jaxface.data import synthetic_faces as sf
-from jaxface.data.face_identities import hold_out, load_identities
+from jaxface.data import face_identities as fi
 from jaxface.data.images import resize_images
-from jaxface.data.pipeline import ArraySource, check_dataset_name, ordered_batches, resolve_data_dir
+from jaxface.data.pipeline import ArraySource, check_dataset_name, ordered_batches
 from jaxface.data.samplers import IdentityBalancedBatches
 from jaxface.evaluation import verification as vf
 from jaxface.losses import pairwise_margin_loss
@@ -55,15 +55,16 @@ EXPORT = ("cascade", "cascade")
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
     loop.validate_train_config(config, TRAINED)
-    check_dataset_name(config.data.name, ("synthetic_faces",))
-    c, factor = config, deg.Degradation.from_config(config.degradation).factor
+    check_dataset_name(config.data.name, fi.DATASETS)
+    c, factor, lfw = config, deg.Degradation.from_config(config.degradation).factor, config.data.name == "lfw"
     ids = sf.CONFIGS[c.data.builder_config].num_train_identities if c.data.builder_config in sf.CONFIGS else 0
     size, k, kind, dtype = c.data.image_size, c.train.images_per_identity, c.model.sr.kind, c.model.compute_dtype
     rules = [  # (key, value, whether it is allowed, what is allowed)
-        ("data.builder_config", c.data.builder_config, ids > 0, ", ".join(sf.CONFIGS)),
+        ("data.builder_config", c.data.builder_config, lfw or ids > 0, ", ".join(sf.CONFIGS)),
+        ("data.lfw_crop", c.data.lfw_crop, 32 <= c.data.lfw_crop <= fi.LFW_FRAME, f"[32, {fi.LFW_FRAME}]"),
         ("data.image_size", size, 8 <= size <= 512 and size % factor == 0,
          f"[8, 512] and divisible by config.degradation.factor={factor}"),
-        ("data.val_identities", c.data.val_identities, 2 <= c.data.val_identities < ids, f"[2, {ids - 1}]"),
+        ("data.val_identities", c.data.val_identities, lfw or 2 <= c.data.val_identities < ids, f"[2, {ids - 1}]"),
         ("train.images_per_identity", k, isinstance(k, int) and k >= 2 and c.train.batch_size % k == 0,
          f"an integer >= 2 dividing config.train.batch_size={c.train.batch_size}"),
         ("model.sr.kind", kind, kind in SR_KINDS, ", ".join(SR_KINDS)),
@@ -90,23 +91,15 @@ def build_recognizer(config, *, train: bool) -> FaceEmbedder:
 
 
 # --- data ----------------------------------------------------------------------------------------
-def load_split(config, split: str, limit: int = -1) -> dict:
-    """{'image' [N, S, S, 3] uint8 at config.data.image_size, 'identity' [N] int32} (prepared on first use)."""
-    data_dir = resolve_data_dir(config.data.data_dir)
-    devices.main_process_first(lambda: sf.prepare(config.data.builder_config, data_dir))
-    return load_identities(config.data.builder_config, split, data_dir, config.data.image_size, limit)
-
-
 def load_data(config) -> dict:
-    """{'train': HR faces of the training identities, 'val' (the last `data.val_identities` training
-    identities, held out) and 'test' (unseen identities) with their fixed degradations 'lr', 'lr_up'}."""
-    first_val = sf.CONFIGS[config.data.builder_config].num_train_identities - config.data.val_identities
-    train, val = hold_out(load_split(config, config.data.train_split, config.data.max_train_examples), first_val)
-    out = {"train": ArraySource(train)}
-    for i, (name, split) in enumerate((("val", val), ("test", load_split(config, config.data.eval_split,
-                                                                          config.data.max_eval_examples)))):
-        out[name] = ArraySource({**split, **deg.degrade_split(
-            split["image"], deg.Degradation.from_config(config.degradation), config.seed, deg.EVAL_STEP + i)})
+    """{'train': HR faces of the training identities, 'val' and 'test' (identities never trained on,
+    `face_identities.identity_splits`) with their fixed degradations 'lr', 'lr_up'}."""
+    devices.main_process_first(lambda: fi.prepare(config.data))
+    splits = fi.identity_splits(config.data)
+    out = {"train": ArraySource(splits["train"])}
+    for i, name in enumerate(("val", "test")):
+        out[name] = ArraySource({**splits[name], **deg.degrade_split(
+            splits[name]["image"], deg.Degradation.from_config(config.degradation), config.seed, deg.EVAL_STEP + i)})
     return out
 
 
@@ -146,7 +139,7 @@ def make_step(config, arm: str):
 
 # --- stages --------------------------------------------------------------------------------------
 SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.train_split", "data.image_size",
-               "data.val_identities", "data.max_train_examples", "degradation", "model.recognizer",
+               "data.val_identities", "data.lfw_crop", "data.max_train_examples", "degradation", "model.recognizer",
                "model.compute_dtype", "train.batch_size", "train.images_per_identity", "optimizer", "loss.margin")
 
 
