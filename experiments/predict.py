@@ -16,6 +16,9 @@ image as read here (EXIF orientation applied, at the size whose pixels `box_xyxy
 drawn and labelled "<class> <score>"; see `draw_file_names` for the file names. A recipe without boxes
 (attributes) draws nothing and says so once on stderr.
 
+`--image_dir=DIR` writes the images a prediction carries (sr_recognition: the super-resolved face,
+'restored') as '<input name>.<key>.png' into DIR and puts each path in the JSON line ('restored_png').
+
 `--verify a.png b.png` (recipes whose predictions carry an 'embedding', e.g. sr_recognition) prints one
 line {'files', 'distance', 'threshold', 'same'}: the Euclidean distance of the two embeddings and whether
 it is <= the threshold the run chose on validation identities (results.json 'verify').
@@ -151,19 +154,43 @@ def draw_file_names(paths: list[str]) -> list[str]:
     return names
 
 
-def check_draw_dir(path: str) -> None:
+def check_output_dir(path: str, flag: str = "--draw_dir") -> None:
     """ValueError with one line unless `path` is, or can be created as, a writable folder (nothing is made)."""
     if not path:
-        raise ValueError("--draw_dir must name a folder, got an empty string")
+        raise ValueError(f"{flag} must name a folder, got an empty string")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--draw_dir={path} is an existing file, not a folder")
+        raise ValueError(f"{flag}={path} is an existing file, not a folder")
     parent = os.path.abspath(path)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise ValueError(f"--draw_dir={path} cannot be created: {parent} is a file, not a folder")
+        raise ValueError(f"{flag}={path} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--draw_dir={path} cannot be written: no write permission in {parent}")
+        raise ValueError(f"{flag}={path} cannot be written: no write permission in {parent}")
+
+
+def save_image_outputs(image_dir: str | None, paths: list[str], predictions: list[dict]) -> int:
+    """Replaces every image a prediction carries (a uint8 [H, W, 3] array, e.g. 'restored') by the path of
+    the PNG written for it into `image_dir` ('<input name>.<key>.png'), or drops it (saying so once) when
+    no folder is given; returns the number of files that could not be written."""
+    keys = sorted({k for p in predictions for k, v in p.items() if isinstance(v, np.ndarray) and v.ndim == 3})
+    if keys and image_dir is None:
+        print(f"note: the predictions carry images ({', '.join(keys)}); --image_dir=DIR writes them", file=sys.stderr)
+    failed = 0
+    for name, prediction in zip(draw_file_names(paths), predictions):
+        for key in keys:
+            image = prediction.pop(key, None)
+            if image is None or image_dir is None:
+                continue
+            target = os.path.join(image_dir, f"{name[:-len('.png')]}.{key}.png")
+            try:
+                os.makedirs(image_dir, exist_ok=True)
+                Image.fromarray(image).save(target)
+                prediction[f"{key}_png"] = target
+            except OSError as e:
+                print(f"error: cannot write {target}: {e.strerror or e}", file=sys.stderr)
+                failed += 1
+    return failed
 
 
 def draw_predictions(draw_dir: str, paths: list[str], images: list[np.ndarray], predictions: list[dict]) -> int:
@@ -218,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--draw_dir", metavar="DIR", default=None,
                         help="also write each image with its boxes drawn and labelled as a PNG into DIR "
                              "(recipes that predict boxes)")
+    parser.add_argument("--image_dir", metavar="DIR", default=None,
+                        help="write the images a prediction carries (e.g. sr_recognition's super-resolved face "
+                             "'restored') as PNGs into DIR; the JSON line gives each file's path")
     parser.add_argument("--verify", action="store_true",
                         help="two face images: print their embeddings' distance and the same/different verdict at "
                              "the threshold the run chose on validation identities (recipes with embeddings)")
@@ -226,8 +256,9 @@ def main(argv=None) -> int:
     try:
         if args.verify and len(args.images) != 2:
             raise ValueError(f"--verify compares exactly two images; got {len(args.images)}")
-        if args.draw_dir is not None:
-            check_draw_dir(args.draw_dir)
+        for flag, folder in (("--draw_dir", args.draw_dir), ("--image_dir", args.image_dir)):
+            if folder is not None:
+                check_output_dir(folder, flag)
         config, recipe = load_run(args.workdir)
         threshold = verify_threshold(args.workdir) if args.verify else None
         if not hasattr(recipe, "predict_images"):
@@ -249,6 +280,7 @@ def main(argv=None) -> int:
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        failed += save_image_outputs(args.image_dir, paths, predictions)
         if args.verify:
             if failed:
                 return 1

@@ -269,6 +269,15 @@ def test_predict_verify_prints_the_distance_and_the_verdict_at_the_validation_th
     assert verdict["same"] == (verdict["distance"] <= verdict["threshold"])
     assert predict.main([f"--workdir={workdir}", "--verify", paths[0]]) == 2
     assert "compares exactly two images; got 1" in capsys.readouterr().err
+    # the super-resolved faces, written on request (else dropped, saying so once)
+    assert predict.main([f"--workdir={workdir}", f"--image_dir={tmp_path / 'sr'}", *paths]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [os.path.basename(line["restored_png"]) for line in lines] == ["a.restored.png", "b.restored.png"]
+    size = run_config.data.image_size
+    assert all(np.asarray(Image.open(line["restored_png"])).shape == (size, size, 3) for line in lines)
+    assert predict.main([f"--workdir={workdir}", *paths]) == 0
+    captured = capsys.readouterr()
+    assert "restored" not in captured.out and captured.err.count("--image_dir=DIR writes them") == 1
 
 
 def test_a_rerun_with_another_config_is_refused(smoke):

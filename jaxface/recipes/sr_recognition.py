@@ -283,11 +283,12 @@ def input_format(config) -> dict:
 
 def predict_images(config, workdir: str, images: list) -> list[dict]:
     """Each RGB uint8 image [H, W, 3] (centred square, resized to the cascade's LR input) through the
-    exported cascade: [{'embedding_norm', 'embedding' [E] (5 decimals)}]."""
+    exported cascade: [{'embedding_norm', 'embedding' [E] (5 decimals), 'restored': the SR image uint8}]."""
     variables = checkpoints.load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
     apply, low, results = jax.jit(cascade_predict(config)), input_format(config)["lr"]["shape"][0], []
     for image in images:
-        lr = resize_images(np.asarray(image, np.uint8)[None], low)
-        emb = np.asarray(jax.device_get(apply(variables, {"lr": lr}))["embedding"][0], np.float64)
-        results.append({"embedding_norm": round(float(np.linalg.norm(emb)), 5), "embedding": np.round(emb, 5).tolist()})
+        out = jax.device_get(apply(variables, {"lr": resize_images(np.asarray(image, np.uint8)[None], low)}))
+        emb = np.asarray(out["embedding"][0], np.float64)
+        results.append({"embedding_norm": round(float(np.linalg.norm(emb)), 5), "embedding": np.round(emb, 5).tolist(),
+                        "restored": np.round(np.clip(out["restored"][0], 0, 1) * 255).astype(np.uint8)})
     return results
