@@ -1,0 +1,121 @@
+r"""Semi-supervised knowledge distillation (seed 004) on single-hand crops of synthetic_gestures.
+
+  python -m experiments.run --config=configs/semi_distill.py --workdir=runs/semi          # ~10 min, 2-core CPU
+  python -m experiments.run --config=configs/semi_distill.py:smoke --workdir=/tmp/semi    # < 1 min, used by tests
+  python -m experiments.run --config=configs/semi_distill.py:crops64 --workdir=runs/s64   # accelerators
+  python -m experiments.run --config=configs/semi_distill.py:fashion_mnist --workdir=runs/fm \
+      [--config.data.manual_dir=DIR]   # real images: the four IDX files (default: where the Debian/Ubuntu
+                                       # package dataset-fashion-mnist puts them); `:mnist` the same for MNIST
+
+Arms at each label fraction (2 % and 10 % of the ~6,500 training crops, the rest unlabeled), all on
+the same batches: student_sup, teacher_sup, kd_offline (student distilled from the frozen
+teacher_sup on labeled + unlabeled crops), semi_kd (the seed: student and teacher trained together,
+the better by validation accuracy kept) and semi_kd_pl (+ FixMatch pseudo-labels); student_full is the
+fully supervised reference. Expected result (results.md): semi_kd's chosen model has a higher test
+accuracy than supervised-only training with the same labels.
+"""
+
+import ml_collections
+
+# Embedded CPU defaults (32x32 crops; jaxface.models.classifier): the teacher has ~2.2x the student's
+# parameters and FLOPs.
+STUDENT = dict(widths=(16, 32, 64), strided=3)
+TEACHER = dict(widths=(24, 48, 96), strided=3)
+
+# `--config=configs/semi_distill.py:<variant>`; listed by `python -m experiments.run --help`.
+VARIANTS = ("default", "smoke", "crops64", "fashion_mnist", "mnist")
+
+
+def get_config(arg: str = "default") -> ml_collections.ConfigDict:
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown variant {arg!r} of configs/semi_distill.py; allowed: {', '.join(VARIANTS)}")
+    c = ml_collections.ConfigDict()
+    c.recipe = "semi_distill"
+    c.seed = 0  # also picks the labeled examples
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "gesture_crops"
+    c.data.builder_config = "lr64"  # the synthetic_gestures scenes the crops are cut from
+    c.data.data_dir = ""            # '' = $JAXFACE_DATA_DIR or ~/.cache/jaxface/tfds; prepared on first use
+    c.data.manual_dir = ""          # fashion_mnist / mnist: the four IDX files ('' = the Debian package's place)
+    c.data.train_split = "train"
+    c.data.validation_split = "validation"  # every choice (best checkpoint, early stop, selection)
+    c.data.eval_split = "test"              # the results table only
+    c.data.crop_size = 32
+    c.data.crop_context = 1.2       # crop side / longer box side
+    # {name: fraction of each class's training crops that keep their labels}; stage names end in _<name>
+    c.data.label_fractions = ml_collections.ConfigDict({"p2": 0.02, "p10": 0.10})
+    c.data.augment = ml_collections.ConfigDict(dict(
+        flip=1, shift=3,                              # weak view: mirror (gestures are symmetric), shift (px)
+        colour_jitter=0.4, noise=8.0, cutout=0.4))    # strong view, on top of the weak one
+
+    c.models = ml_collections.ConfigDict()
+    c.models.student = dict(STUDENT)
+    c.models.teacher = dict(TEACHER)
+    c.models.compute_dtype = "float32"  # 'bfloat16' on GPU/TPU
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-2
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 30
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.grad_clip_norm = 0.0
+    c.optimizer.momentum = 0.9  # sgd only
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32          # B_l labeled crops per step
+    c.train.unlabeled_ratio = 1      # mu: B_u = mu * B_l unlabeled crops per step
+    c.train.validate_every_steps = 100
+    c.train.patience = 0             # > 0: stop a stage after this many evaluations without a better accuracy
+    c.train.checkpoint_every_steps = 600
+    c.train.keep_checkpoints = 1
+    c.train.log_every_seconds = 10.0
+    c.train.steps = ml_collections.ConfigDict(dict(
+        student_full=600, student_sup=600, teacher_sup=600, kd_offline=600, semi_kd=600, semi_kd_pl=600))
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.ce_weight = 1.0        # labeled cross-entropy, both networks
+    c.loss.kd_weight = 1.0        # teacher -> student kd_logit_loss on labeled + unlabeled crops
+    c.loss.kd_back_weight = 1.0   # student -> teacher (co-trained arms)
+    c.loss.temperature = 2.0
+    c.loss.rampup_steps = 200     # co-trained arms: KD and PL weights ramp up from 0 (0 = no ramp-up)
+    c.loss.pl_weight = 1.0        # FixMatch term (semi_kd_pl only)
+    c.loss.pl_threshold = 0.95
+    c.loss.pl_from = "own"        # whose weak-view prediction labels a network's strong view: own | teacher
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 128
+
+    if arg == "smoke":
+        c.data.builder_config = "smoke"
+        c.data.crop_size = 16
+        c.data.label_fractions = ml_collections.ConfigDict({"p30": 0.30})  # one fraction: the test budget
+        c.models.student = dict(STUDENT, widths=(4, 8))
+        c.models.teacher = dict(TEACHER, widths=(8, 8))
+        c.optimizer.warmup_steps = 1
+        c.train.batch_size = 8
+        c.train.unlabeled_ratio = 1
+        c.train.validate_every_steps = 2
+        c.train.checkpoint_every_steps = 2
+        c.train.steps = ml_collections.ConfigDict({k: 2 for k in c.train.steps})
+        c.loss.pl_threshold = 0.0  # every pseudo-label counts, so the term is exercised
+        c.loss.rampup_steps = 1
+        c.eval.batch_size = 32
+    elif arg == "crops64":
+        c.data.crop_size = 64
+        c.models.student = dict(STUDENT, widths=(32, 64, 128, 128))
+        c.models.teacher = dict(TEACHER, widths=(64, 128, 256, 256))
+        c.models.compute_dtype = "bfloat16"
+        c.train.batch_size = 64
+        c.train.unlabeled_ratio = 7
+        c.train.validate_every_steps = 250
+        c.train.steps = ml_collections.ConfigDict({k: 5000 for k in c.train.steps})
+        c.eval.batch_size = 256
+    elif arg in ("fashion_mnist", "mnist"):  # real images: the IDX files of --config.data.manual_dir
+        c.data.name = arg
+        c.data.crop_size = 28
+        c.data.validation_size = 5000  # training images held out for every choice (the test split stays for the table)
+        c.data.label_fractions = ml_collections.ConfigDict({"p1": 0.01, "p5": 0.05})  # 550 and 2,750 of 55,000
+        c.data.augment.flip = 0 if arg == "mnist" else 1  # a mirrored digit is another digit
+    return c.lock()  # a misspelt key (config.train.batch_sise = 8) raises instead of being added
