@@ -179,7 +179,7 @@ NOT_TIMED = ("stage", "model", "params", "input", "mAP@0.5")  # every column of 
 # Relative tolerances of the 2x4 run's logged metrics (loss and each term) against the 1x8 run's; the
 # figures measured (three runs, identical to the digit: both runs are deterministic) are in the docstring.
 SAME_PARAMETERS_RTOL = 1e-5  # steps 1-2: measured <= 3.6e-7
-LATER_STEPS_RTOL = 1e-4      # steps 3-6: measured <= 5.1e-6 (loss <= 2.0e-6)
+LATER_STEPS_RTOL = 3e-3      # steps 3-6: measured <= 6.8e-4 (feature_big, step 6; see the docstring)
 
 
 def test_two_processes_match_one_process_on_distill_smoke(distill_smoke_run, gestures_data_dir, tmp_path):
@@ -200,8 +200,9 @@ def test_two_processes_match_one_process_on_distill_smoke(distill_smoke_run, ges
     starts at learning rate 0, so the first update is zero): every metric there within 1e-5. After
     that Adam's update lr * m / (sqrt(v) + eps) has about the same size whatever the gradient's, so a
     parameter whose gradient is near zero takes a full step in a direction that rounding can decide:
-    gaps grow step by step, slowly on these stages (<= 5.1e-6 by step 6, student's offset term; loss
-    <= 2.0e-6) and fast on the teachers (above); 1e-4 for steps 3-6 leaves 20x margin. One wrong
+    gaps grow step by step: <= 5.1e-6 by step 6 with the recipe's former schedule (warmup 3 steps); with
+    the shared optimizer builder (full learning rate from step 3) up to 6.8e-4 (student_kd_both's
+    feature_big term at step 6; 1.1e-5 at step 4), so 3e-3 for steps 3-6. Steps 1-2 carry the check. One wrong
     example of 16 on process 1 moved step 1's loss by 2-6 % (a per-process normaliser would move it more).
     """
     reference_dir, _ = distill_smoke_run
