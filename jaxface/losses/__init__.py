@@ -15,3 +15,4 @@ from jaxface.losses.distillation import (
 )
 from jaxface.losses.metric import pairwise_margin_loss
 from jaxface.losses.reduction import gather_global, global_ratio
+from jaxface.losses.segmentation import masked_pixel_cross_entropy, soft_dice_loss

@@ -8,6 +8,7 @@ import importlib
 RECIPES = {
     "distill": "jaxface.recipes.distill",
     "multitask": "jaxface.recipes.multitask",
+    "mutual": "jaxface.recipes.mutual",
     "semi_distill": "jaxface.recipes.semi_distill",
     "sr_recognition": "jaxface.recipes.sr_recognition",
 }
