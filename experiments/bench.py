@@ -98,7 +98,6 @@ def main(argv):
     frozen_dev = devices.replicate(frozen, mesh)
     batch = devices.shard_batch(batch_np, mesh)
     core_step = devices.compile_step(stage.step, mesh)
-    shard_mapped_step = devices.compile_step(stage.step, mesh, force_shard_map=True)
     sync = devices.needs_step_sync(mesh)
     no_stop = devices.stop_flags(mesh)[False]
 
@@ -122,21 +121,15 @@ def main(argv):
         return loss
 
     n_dev = mesh.devices.size
-    core_t, bare_t, shard_t = [], [], []
-    for _ in range(_REPEATS.value):  # alternate so drifts in machine load hit all alike
+    core_t, bare_t = [], []
+    for _ in range(_REPEATS.value):  # alternate so drifts in machine load hit both alike
         core_t.append(time_steps(run_core, _STEPS.value))
         bare_t.append(time_steps(run_bare, _STEPS.value))
-        if n_dev == 1:
-            shard_t.append(time_steps(lambda: run_core(shard_mapped_step), _STEPS.value))
     b = config.train.batch_size
     core_ips, bare_ips = b / min(core_t), b / min(bare_t)
     print(f"device: {devices.describe(mesh)}")
     print(f"student_kd_both train step, batch {b}, best of {_REPEATS.value} x {_STEPS.value} steps")
-    path = "size-1 vmap" if n_dev == 1 else f"shard_map over {n_dev} devices"
-    print(f"  {'core (' + path + '):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
-    if shard_t:
-        print(f"  {'core forced through shard_map:':38s}{min(shard_t) * 1e3:8.2f} ms/step {b / min(shard_t):9.1f} img/s"
-              f"  (ratio {b / min(shard_t) / bare_ips:.3f})")
+    print(f"  {f'core (shard_map over {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
     print(f"  {'bare jax.jit (1 device):':38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
     print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
     if _PIPELINE_STEPS.value:

@@ -173,7 +173,7 @@ def stop_flags(mesh: Mesh) -> dict[bool, jax.Array]:
             for flag in (False, True)}
 
 
-def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True, force_shard_map: bool = False) -> Callable:
+def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callable:
     """Maps a per-device step over the mesh, jitted once.
 
     step_fn(state, frozen, batch, rng) -> (state, metrics) sees this device's slice of the batch and a
@@ -187,7 +187,6 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True, force_shar
     buffers. `stop` is one of `stop_flags(mesh)` (whether this process was asked to stop); `control`
     = {'stop': any process asked, 'finite': every metric is finite} is the same on every process, so
     all of them take the same decision at the same step without an extra synchronisation.
-    force_shard_map: use shard_map even on one device (for `experiments/bench.py`'s comparison).
     """
 
     def per_device(state, frozen, batch, stop):
@@ -201,17 +200,6 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True, force_shar
         return state, metrics, control
 
     donate_argnums = (0,) if donate else ()
-    if mesh.devices.size == 1 and not force_shard_map:
-        # One device: the same per-device function under a size-1 vmap with the axis named AXIS. Its
-        # collectives become reductions over a length-1 axis, which XLA removes, where shard_map would
-        # keep each as an all-reduce (17 in the distill step, ~10 % of a CPU step, experiments/bench.py).
-        vmapped = jax.vmap(per_device, in_axes=(None, None, 0, 0), axis_name=AXIS, axis_size=1)
-
-        def single_device(state, frozen, batch, stop):
-            batch, stop = jax.tree.map(lambda x: x[None], (batch, stop))
-            return jax.tree.map(lambda x: x[0], vmapped(state, frozen, batch, stop))
-
-        return jax.jit(single_device, donate_argnums=donate_argnums, out_shardings=NamedSharding(mesh, P()))
     # check_vma=False keeps pmap semantics: gradients of replicated params are per-device until the
     # step's explicit pmean (with it on, autodiff would already sum them and an explicit pmean would
     # silently give n-times gradients).
