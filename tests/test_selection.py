@@ -184,3 +184,27 @@ def test_the_driver_records_selections_in_results_json(tmp_path):
         saved = json.load(f)
     assert saved["stages"]["choose"]["decision"]["chosen"] == results["stages"]["choose"]["decision"]["chosen"]
     assert set(saved["stages"]) == {"choose", "pipeline"}
+
+
+def test_candidates_of_different_architectures_each_use_their_own_predict(tmp_path):
+    """A student (Decoder on a fixed projection) against the composed encoder+decoder pipeline: each is
+    scored with its own predict function, and the better by validation mse is kept."""
+    from tests.toy_recipe import Encoder
+
+    def pipeline_predict(variables, batch):
+        p, stats = variables["params"], variables["batch_stats"]
+        h = Encoder().apply({"params": p["enc"], "batch_stats": stats["enc"]}, batch["x"], train=False)
+        return {"pred": Decoder().apply({"params": p["dec"]}, h)}
+
+    stages = two_students_and_a_choice() + [select_better(
+        "choose_any", [("weak", "student"), ("pipeline", "pipeline", pipeline_predict)], validation(), export_as="best")]
+    store = run(tmp_path, stages)
+    mesh = devices.make_mesh()
+    expected = {"weak/student": score(store.load("weak")["student"]),
+                "pipeline/pipeline": evaluate_model(validation(), Predictor(pipeline_predict, store.load(
+                    "pipeline")["pipeline"], mesh, 16), VAL)["mse"]}
+    decision = store.summary("choose_any")["decision"]
+    assert decision["values"] == pytest.approx(expected, rel=1e-6)
+    assert expected["pipeline/pipeline"] != expected["weak/student"]
+    assert decision["chosen"] == min(expected, key=expected.get)
+    assert set(store.load("choose_any")) == {"best"}

@@ -117,24 +117,27 @@ class StageValidator:
         return out
 
 
-def select_better(name: str, candidates: Sequence[tuple[str, str]], validation: Validation, *,
+def select_better(name: str, candidates: Sequence[tuple], validation: Validation, *,
                   export_as: str | None = None) -> Stage:
-    """A derived stage that evaluates finished models (`candidates`: (stage, model) pairs) with
-    `validation` (its predict, source, metrics, select and mode) and keeps the best one, exported as
-    `export_as` (default: the winner's model name). Its decision {'chosen': 'stage/model', 'metric',
-    'values': {'stage/model': value}} goes into the DONE marker and results.json. Ties keep the first."""
+    """A derived stage that evaluates finished models with `validation` (its predict, source, metrics,
+    select and mode) and keeps the best one, exported as `export_as` (default: the winner's model name).
+
+    candidates: (stage, model) pairs, or (stage, model, predict) triples for candidates of different
+    architectures (e.g. a student and its teacher), each evaluated with its own predict function.
+    Its decision {'chosen': 'stage/model', 'metric', 'values': {'stage/model': value}} goes into the DONE
+    marker and results.json. Ties keep the first."""
     if not validation.select:
         raise ValueError(f"stage {name}: select_better needs a validation `select` metric")
 
     def derive(load, mesh):
-        predictor, values, best = None, {}, None
+        predictors, values, best = {}, {}, None
         source = _resolve(validation.source, load)
-        for stage, model in candidates:
-            variables = load(stage)[model]
-            if predictor is None:
-                predictor = Predictor(validation.predict, variables, mesh, validation.batch_size)
-            else:
-                predictor.set_variables(variables)
+        for stage, model, *own in candidates:
+            variables, predict = load(stage)[model], own[0] if own else validation.predict
+            if predict not in predictors:  # compiled once per predict function
+                predictors[predict] = Predictor(predict, variables, mesh, validation.batch_size)
+            predictor = predictors[predict]
+            predictor.set_variables(variables)
             key = f"{stage}/{model}"
             values[key] = evaluate_model(validation, predictor, source)[validation.select]
             if best is None or validation.improves(values[key], values[best]):
