@@ -39,7 +39,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import jax
-    import jax.numpy as jnp
 
     from jaxface.models.common import param_count
     from jaxface.recipes import multitask

@@ -6,7 +6,6 @@ whole batch. The batches put very different object / label counts on different d
 which is where a per-device normaliser goes wrong.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from jaxface.data.faces.layout import FaceLayout, age_fraction, hair_colour, skin_colour
+from jaxface.data.faces.layout import FaceLayout, hair_colour, skin_colour
 from jaxface.data.faces.sampling import ExampleParams, IdentityParams
 
 _TEXTURE_SCALE = 1.0  # face texture pixels per work-canvas pixel
@@ -27,7 +27,6 @@ def face_texture(person: IdentityParams, ex: ExampleParams, layout: FaceLayout, 
     k = _TEXTURE_SCALE
     a, b = layout.a, layout.b
     width, height = int(2 * a * k) + 1, int(2 * b * k) + 1
-    age_t = age_fraction(ex.age)
     wrinkle = float(np.clip((ex.age - 25.0) / 40.0, 0.0, 1.0))
     skin = skin_colour(person, ex.age)
     image = Image.new('RGB', (width, height), tuple(int(v) for v in skin))
