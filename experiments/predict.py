@@ -259,8 +259,11 @@ def main(argv=None) -> int:
         for flag, folder in (("--draw_dir", args.draw_dir), ("--image_dir", args.image_dir)):
             if folder is not None:
                 check_output_dir(folder, flag)
+        from jaxface.train.driver import final_model_workdir
+
         config, recipe = load_run(args.workdir)
-        threshold = verify_threshold(args.workdir) if args.verify else None
+        workdir = final_model_workdir(config, args.workdir)  # the first seed's run of a several-seed run
+        threshold = verify_threshold(workdir) if args.verify else None
         if not hasattr(recipe, "predict_images"):
             raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
     except (ValueError, FileNotFoundError) as e:
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
             failed += 1
     if images:
         try:
-            predictions = recipe.predict_images(config, args.workdir, images)
+            predictions = recipe.predict_images(config, workdir, images)
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

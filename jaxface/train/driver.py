@@ -14,6 +14,13 @@ A recipe is a module that provides (the contract, `Recipe`):
   imported_stages(config) -> {stage: dir} optional: stages finished in other runs (e.g. reused teachers)
   predict_images(config, workdir, images) -> [dict]         optional: `experiments.predict`
   LOSS_CURVE = ('task', 'loss')           optional: the metric plotted per stage (first one logged)
+  share_across_seeds(config, first_workdir) -> config   optional: what later seeds reuse of the first
+                                          seed's run (e.g. its teachers), see `num_seeds` below
+  CLAIMS = (Claim(method, baseline, column, text), ...)  optional: what the method claims, judged over seeds
+
+`config.num_seeds = S > 1` (optional, default 1) trains the whole recipe S times, seed k = config.seed + i
+in `<workdir>/seed_<k>/` (each an ordinary run: resume, fingerprints, its own results), then writes the
+table of every numeric column as mean ± std over the seeds to `<workdir>/results.{json,md}`.
 
 `train_and_evaluate(recipe, config, workdir)` then validates, takes the workdir lock, loads the data,
 trains (`loop.run_stages`: resume, checkpoints, config.json once the workdir's fingerprints match),
@@ -69,6 +76,14 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
     config = config.copy_and_resolve_references().lock()
     recipe.validate_config(config)
     mesh = devices.make_mesh() if mesh is None else mesh
+    if loop.num_seeds(config) > 1:
+        with loop.WorkdirLock(workdir):
+            if jax.process_index() == 0:  # what `experiments.evaluate` / `predict` read back
+                os.makedirs(workdir, exist_ok=True)
+                writers.write_text_atomically(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
+            runs = seed_runs(recipe, config, workdir)
+            results = [train_and_evaluate(recipe, c, w, mesh) for w, c in runs]
+            return _write_seed_report(recipe, config, workdir, runs, results)
     with loop.WorkdirLock(workdir):
         data = recipe.load_data(config)
         imported = recipe.imported_stages(config) if hasattr(recipe, "imported_stages") else {}
@@ -77,7 +92,7 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
                                 config_json=config.to_json_best_effort(indent=1))
         report = recipe.evaluate(config, store, data, mesh, workdir)
         write_common_plots(workdir, workdir, getattr(recipe, "LOSS_CURVE", ("loss",)))
-        return _write_report(workdir, report, store)
+        return _write_report(workdir, report, store, getattr(recipe, "CLAIMS", ()))
 
 
 def write_common_plots(workdir: str, out_dir: str, loss_keys: Sequence[str] = ("loss",)) -> list[str]:
@@ -122,12 +137,18 @@ def stage_selections(store: loop.StageStore) -> dict:
     return out
 
 
-def _write_report(out_dir: str, report: Report, store: loop.StageStore) -> dict:
+def _write_report(out_dir: str, report: Report, store: loop.StageStore, claims: Sequence[Claim] = ()) -> dict:
+    """results.{json,md} of one run; the recipe's CLAIMS are judged on it (one seed) below its own notes."""
     selections = stage_selections(store)
     extra = {**report.extra, "stages": selections} if selections else dict(report.extra)
+    summary, notes = dict(report.summary), list(report.notes)
+    if claims:
+        claim_notes, summary["claims"] = judge_claims(claims, [{"columns": report.columns, "rows": report.rows}])
+        notes = claim_notes + notes
     writers.write_results(out_dir, title=report.title, columns=list(report.columns), rows=list(report.rows),
-                          notes=list(report.notes), extra={**extra, "summary": dict(report.summary)})
-    return {"summary": dict(report.summary), "columns": list(report.columns), "rows": list(report.rows), **extra}
+                          notes=notes, extra={**extra, "summary": summary})
+    return {"title": report.title, "summary": summary, "columns": list(report.columns), "rows": list(report.rows),
+            **extra}
 
 
 def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: str, which: str | None = None,
@@ -140,6 +161,11 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
     config.data.eval_split = split
     recipe.validate_config(config)
     mesh = devices.make_mesh() if mesh is None else mesh
+    if loop.num_seeds(config) > 1:
+        runs = seed_runs(recipe, config, workdir)
+        results = [evaluate_run(recipe, c, w, split=split, out_dir=os.path.join(out_dir, os.path.basename(w)),
+                                which=which, mesh=mesh) for w, c in runs]
+        return _write_seed_report(recipe, config, out_dir, runs, results)
     data = recipe.load_data(config)
     imported = recipe.imported_stages(config) if hasattr(recipe, "imported_stages") else {}
     stages = recipe.make_stages(config, data)
@@ -151,7 +177,7 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
     os.makedirs(out_dir, exist_ok=True)
     report = recipe.evaluate(config, store, data, mesh, out_dir)
     write_common_plots(workdir, out_dir, getattr(recipe, "LOSS_CURVE", ("loss",)))
-    return _write_report(out_dir, report, store)
+    return _write_report(out_dir, report, store, getattr(recipe, "CLAIMS", ()))
 
 
 def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
@@ -162,14 +188,153 @@ def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
     import orbax.checkpoint as ocp
 
     stage, model = recipe.EXPORT
+    workdir = final_model_workdir(config, workdir)
     variables = checkpoints.load_exported(workdir, stage, [model])[model]
     if os.path.exists(os.path.join(out_dir, "model")):
         raise FileExistsError(f"{out_dir}/model exists already; choose another --out")
     os.makedirs(out_dir, exist_ok=True)
     ocp.PyTreeCheckpointer().save(os.path.join(os.path.abspath(out_dir), "model"),
                                   {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
-    info = {"recipe": config.recipe, "stage": stage, "model": model, "input": recipe.input_format(config),
+    info = {"recipe": config.recipe, "stage": stage, "model": model, "workdir": workdir, "input": recipe.input_format(config),
             "jax": jax.__version__, "config": config.to_dict()}
     if jax.process_index() == 0:
         writers.write_text_atomically(os.path.join(out_dir, "model.json"), json.dumps(info, indent=1))
     return info
+
+
+# --- several seeds of one recipe (config.num_seeds) ---------------------------------------------
+def seed_runs(recipe: Recipe, config, workdir: str) -> list[tuple[str, Any]]:
+    """[(workdir, config)] of the seeds: seed k = config.seed + i trains in `<workdir>/seed_<k>` with
+    config.seed = k and num_seeds = 1; a recipe's `share_across_seeds(config, first_workdir)` says what
+    the later seeds take from the first seed's run instead of training it again."""
+    runs = []
+    for i in range(loop.num_seeds(config)):
+        seed_config = config.copy_and_resolve_references()
+        seed_config.unlock()
+        seed_config.seed, seed_config.num_seeds = config.seed + i, 1
+        if i and hasattr(recipe, "share_across_seeds"):
+            seed_config = recipe.share_across_seeds(seed_config, runs[0][0])
+        runs.append((os.path.join(workdir, f"seed_{config.seed + i}"), seed_config.lock()))
+    return runs
+
+
+def final_model_workdir(config, workdir: str) -> str:
+    """Where the method's final model (`recipe.EXPORT`) is: the first seed's run when there are several."""
+    return os.path.join(workdir, f"seed_{config.seed}") if loop.num_seeds(config) > 1 else workdir
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def aggregate_over_seeds(results: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> tuple[list, dict]:
+    """The rows of several seeds' results tables (same columns; rows matched by their first column):
+    (display rows, {row key: {column: {'mean', 'std', 'values'}}}). A numeric column that differs between
+    seeds shows 'mean ± std' (sample std, ddof=1); one identical in every seed (e.g. a teacher shared
+    by the seeds, a parameter count) shows its value."""
+    import numpy as np
+
+    columns = results[0]["columns"]
+    key = columns[0]
+    by_seed = [{r[key]: r for r in res["rows"]} for res in results]
+    missing = [(s, k) for s, rows in zip(seeds, by_seed) for k in by_seed[0] if k not in rows]
+    if missing:
+        raise ValueError(f"seed {missing[0][0]} has no row {missing[0][1]!r}: the seeds' tables differ")
+    display, stats = [], {}
+    for row_key, first in by_seed[0].items():
+        shown, stats[row_key] = {}, {}
+        for column in columns:
+            values = [rows[row_key].get(column) for rows in by_seed]
+            if not all(_is_number(v) for v in values) or len(set(values)) == 1:
+                shown[column] = first.get(column, "")
+                continue
+            mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
+            stats[row_key][column] = {"mean": mean, "std": std, "values": [float(v) for v in values]}
+            shown[column] = f"{writers.format_value(mean)} ± {writers.format_value(std)}"
+        display.append(shown)
+    return display, stats
+
+
+def column_over_seeds(results: Sequence[Mapping[str, Any]], column: str) -> dict:
+    """{row key (first column): np.ndarray [num_seeds]} of one numeric column of the seeds' tables."""
+    import numpy as np
+
+    key = results[0]["columns"][0]
+    tables = [{r[key]: r for r in res["rows"]} for res in results]
+    return {k: np.array([t[k][column] for t in tables], np.float64) for k in tables[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """`method` beats `baseline` (row keys: the first column of the results table) on `column`."""
+
+    method: str
+    baseline: str
+    column: str
+    text: str = ""
+    higher_is_better: bool = True
+
+
+def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
+    """Each claim over the seeds' results: gain = mean(method) - mean(baseline) (sign flipped when lower is
+    better), the paired gain's mean ± std, and whether it holds beyond the seed-to-seed spread:
+    gain >= 2 x max(std(method), std(baseline)) (sample stds). With one seed there is no spread to judge
+    against and the note says so. Returns (notes, {'<method>_vs_<baseline>': {gain, bar, beyond_spread, ...}})."""
+    import numpy as np
+
+    notes, summary = [], {}
+    for claim in claims:
+        values = column_over_seeds(results, claim.column)
+        method, baseline = values[claim.method], values[claim.baseline]
+        paired = (1.0 if claim.higher_is_better else -1.0) * (method - baseline)
+        n, gain = len(paired), float(paired.mean())
+        std = (lambda v: float(np.std(v, ddof=1))) if n > 1 else (lambda v: None)  # no spread on one seed
+        bar = 2 * max(std(method), std(baseline)) if n > 1 else None
+        summary[f"{claim.method}_vs_{claim.baseline}"] = {
+            "gain": gain, "paired_std": std(paired), "bar": bar, "positive_in": int((paired > 0).sum()), "seeds": n,
+            "beyond_spread": bar is not None and gain >= bar, "holds_on_average": bool(gain > 0)}
+        if n == 1:
+            verdict = f"{'higher' if gain > 0 else 'NOT higher'} on this one seed; set config.num_seeds >= 3 to " \
+                      "judge it against the seed-to-seed spread"
+            figures = f"{method[0]:.4f} vs {baseline[0]:.4f}"
+        else:
+            verdict = "holds beyond the spread" if gain >= bar else \
+                "holds on average, inside the spread" if gain > 0 else "does NOT hold"
+            figures = (f"{method.mean():.4f} ± {std(method):.4f} vs {baseline.mean():.4f} ± {std(baseline):.4f}; "
+                       f"paired gain {gain:+.4f} ± {std(paired):.4f}, positive in {int((paired > 0).sum())} of {n} "
+                       f"seeds; 2 x the larger std = {bar:.4f}")
+        notes.append(f"Claim: {claim.text or f'{claim.method} beats {claim.baseline}'} ({claim.column}: {figures})"
+                     f" -> {verdict}.")
+    return notes, summary
+
+
+def summarize_summaries(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
+    """The default verdict over seeds: per summary value, numbers as mean/std, booleans as a count."""
+    import numpy as np
+
+    notes, out = [], {}
+    for k in summaries[0]:
+        values = [s.get(k) for s in summaries]
+        if all(isinstance(v, bool) for v in values):
+            out[k] = {"true_in": sum(values), "of": len(values)}
+            notes.append(f"{k}: true in {sum(values)} of {len(values)} seeds.")
+        elif all(_is_number(v) for v in values):
+            out[k] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": values}
+    return notes, out
+
+
+def _write_seed_report(recipe: Recipe, config, out_dir: str, runs, results: list[dict]) -> dict:
+    seeds = [c.seed for _, c in runs]
+    rows, stats = aggregate_over_seeds(results, seeds)
+    summaries = [r["summary"] for r in results]
+    notes, summary = summarize_summaries(summaries)
+    if getattr(recipe, "CLAIMS", ()):
+        notes, summary = judge_claims(recipe.CLAIMS, results)
+    per_seed = ", ".join(os.path.relpath(w, out_dir) if w.startswith(out_dir) else w for w, _ in runs)
+    notes = [f"Mean ± std (sample, ddof=1) over {len(seeds)} seeds {seeds}; each seed's own table and "
+             f"figures: {per_seed}.", *notes]
+    writers.write_results(out_dir, title=f"{results[0]['title']} ({len(seeds)} seeds)", columns=results[0]["columns"], rows=rows, notes=notes,
+                          extra={"seeds": seeds, "over_seeds": stats, "per_seed_summary": summaries,
+                                 "summary": summary})
+    return {"summary": summary, "columns": results[0]["columns"], "rows": rows, "seeds": seeds,
+            "over_seeds": stats, "per_seed_summary": summaries}

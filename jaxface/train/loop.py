@@ -77,6 +77,15 @@ def validate_train_config(config, stage_steps: Sequence[str]) -> None:
     if "optimizer" not in config:
         raise ValueError("config has no 'optimizer' section (see jaxface.train.optimizers.default_config)")
     optimizers.validate(config.optimizer, {key: train.steps[key] for key in stage_steps})
+    num_seeds(config)
+
+
+def num_seeds(config) -> int:
+    """config.num_seeds (1 when absent): how many seeds `driver.train_and_evaluate` runs."""
+    n = config.get("num_seeds", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"config.num_seeds={n!r} must be an integer >= 1")
+    return n
 
 
 class NonFiniteLossError(FloatingPointError):

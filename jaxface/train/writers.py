@@ -134,7 +134,8 @@ class Progress:
         self._t0, self._s0 = time.perf_counter(), step
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A table cell: floats to 4 significant digits, thousands separated."""
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -144,7 +145,7 @@ def _fmt(v: Any) -> str:
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+    return head + "".join("| " + " | ".join(format_value(r.get(c, "")) for c in columns) + " |\n" for r in rows)
 
 
 def write_results(workdir: str, *, title: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]],
