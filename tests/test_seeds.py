@@ -45,7 +45,7 @@ def toy_recipe():
 
 def toy_config(num_seeds):
     return ml_collections.ConfigDict(dict(
-        seed=5, num_seeds=num_seeds, teacher="",
+        seed=5, num_seeds=num_seeds, teacher="", data=dict(eval_split="test"),
         train=dict(checkpoint_every_steps=3, keep_checkpoints=2, log_every_seconds=60.0)))
 
 
@@ -94,6 +94,17 @@ def test_the_claim_is_judged_against_the_spread_over_seeds(three_seeds):
     paired = -(np.array(per_seed["baseline"]["score"]["values"]) - np.array(per_seed["student"]["score"]["values"]))
     assert judged["gain"] == pytest.approx(paired.mean())  # lower is better: the sign is flipped
     assert judged["seeds"] == 3 and judged["positive_in"] == int((paired > 0).sum())
+
+
+def test_a_finished_several_seed_run_is_re_evaluated_seed_by_seed(three_seeds, tmp_path):
+    workdir, results = three_seeds
+    again = driver.evaluate_run(toy_recipe(), toy_config(3), str(workdir), split="validation", out_dir=str(tmp_path))
+    assert again["over_seeds"] == results["over_seeds"]  # the toy's evaluation ignores the split
+    for seed in (5, 6, 7):
+        assert os.path.isfile(tmp_path / f"seed_{seed}" / "results.json")
+    assert os.path.isfile(tmp_path / "results.md")
+    assert driver.final_model_workdir(toy_config(3), "W") == os.path.join("W", "seed_5")
+    assert driver.final_model_workdir(toy_config(1), "W") == "W"
 
 
 def table(values_by_seed):
