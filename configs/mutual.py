@@ -3,7 +3,7 @@ r"""Mutual cross-supervision of two segmentation models from box labels (seed 00
   python -m experiments.run --config=configs/mutual.py --workdir=runs/mutual            # ~10 min, 2-core CPU
   python -m experiments.run --config=configs/mutual.py:smoke --workdir=/tmp/mutual      # < 1 min, used by tests
   python -m experiments.run --config=configs/mutual.py:cells128 --workdir=runs/mutual128  # accelerators
-  python -m experiments.predict --workdir=runs/mutual cells1.png cells2.tif             # instance counts
+  python -m experiments.predict --workdir=runs/mutual cells1.png cells2.tif  # counts; runs/mutual/predictions/*.mask.png
 
 Stages: boxes (boxes as masks), full (ground-truth masks), round0 (models a and b on the largest
 inscribed ellipses), then per round n: ellipse_r<n> (a keeps the ellipse labels), self_r<n> (a on the
@@ -41,7 +41,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.data.eval_split = "test"
     c.data.max_train_examples = -1     # -1 = the whole split
     # Your own data: --config.data.name=folder --config.data.path=DIR (jaxface/data/cell_folder.py: images,
-    # annotations.json with COCO boxes, masks/ for the ground truth), cut into image_size tiles.
+    # annotations.json with COCO boxes, ground truth from masks/ or COCO polygons). Training: a random
+    # image_size crop of the whole image per example and step; evaluation: image_size tiles.
     c.data.path = ""
     c.data.image_size = 64
 

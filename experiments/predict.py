@@ -9,7 +9,18 @@ recipe registers itself by defining that function). Every file is read here: a m
 unreadable, non-image or absurdly large file gets one line on stderr naming it, the others are still
 predicted, and the exit code is 1 if any file failed (2 if the run itself cannot be used).
 Grayscale, palette, alpha, 16-bit and float images are converted to 8-bit RGB; images larger than
-`MAX_SIDE` are downscaled before the recipe resizes them to its input.
+`MAX_SIDE` are downscaled before the recipe resizes them to its input. A recipe may set
+`READ_IMAGES = {'max_side': N or None (no downscaling), 'percentiles': (lo, hi) or None}` to read its
+inputs otherwise (mutual: full size, so that its masks match the files pixel for pixel; 16-bit and float
+images mapped from these percentiles to 0..255, as its training data).
+
+Images in predictions (any recipe): a prediction value that is a numpy array is an image to save, not a
+JSON field: uint8 [H, W, 3] (RGB, e.g. sr_recognition's 'restored') or integer [H, W] (a label map, e.g.
+mutual's instance 'mask': 0 = background, k = instance k; saved as an 8-bit PNG when its largest value is
+<= 255, else 16-bit; values outside 0..65535 are refused). See `save_image_outputs`: they are written as
+'<input name>.<key>.png' into `--image_dir`, and the JSON line gives each path as '<key>_png'. Without
+`--image_dir` they are dropped with a note, unless the recipe names them in `SAVED_IMAGES` (the images a
+prediction is for, mutual's ('mask',)): then they go to `<workdir>/predictions/`.
 
 `--draw_dir=DIR` also writes, for each image whose prediction has 'detections', a PNG into DIR of the
 image as read here (EXIF orientation applied, at the size whose pixels `box_xyxy` uses) with each box
@@ -17,7 +28,8 @@ drawn and labelled "<class> <score>"; see `draw_file_names` for the file names. 
 (attributes) draws nothing and says so once on stderr.
 
 `--image_dir=DIR` writes the images a prediction carries (sr_recognition: the super-resolved face,
-'restored') as '<input name>.<key>.png' into DIR and puts each path in the JSON line ('restored_png').
+'restored'; mutual: the instance mask, 'mask') as '<input name>.<key>.png' into DIR and puts each path in the
+JSON line ('restored_png', 'mask_png').
 
 `--verify a.png b.png` (recipes whose predictions carry an 'embedding', e.g. sr_recognition) prints one
 line {'files', 'distance', 'threshold', 'same'}: the Euclidean distance of the two embeddings and whether
@@ -37,6 +49,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # refused above this (a 10k x 10k image), checked on the header before decoding
 MAX_SIDE = 1024           # larger images are downscaled on reading (the models read <= 112 px)
+DEFAULT_IMAGE_DIR = "predictions"  # <workdir>/predictions/: a recipe's SAVED_IMAGES without --image_dir
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # read from folders
 
 
@@ -44,11 +57,15 @@ class UnreadableImage(ValueError):
     pass
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
+def _to_uint8(array: np.ndarray, percentiles: tuple[float, float] | None = None) -> np.ndarray:
     """Integer images wider than 8 bits are scaled by their type's (or 16-bit) range; float images in [0, 1]
-    by 255, others clipped to [0, 255]."""
+    by 255, others clipped to [0, 255]. With `percentiles` (lo, hi): both map those percentiles of the
+    image to 0 and 255 (clipped), as `jaxface.data.cell_folder.to_gray_uint8` does."""
     if array.dtype == np.uint8:
         return array
+    if percentiles is not None:
+        lo, hi = np.percentile(array, percentiles)
+        return np.round(np.clip((array - lo) / max(hi - lo, 1e-12), 0, 1) * 255).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         top = 65535.0 if array.max(initial=0) <= 65535 else float(np.iinfo(array.dtype).max)
         return np.round(np.clip(array, 0, None) / top * 255.0).astype(np.uint8)
@@ -57,8 +74,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round(np.clip(array * scale, 0, 255)).astype(np.uint8)
 
 
-def read_image(path: str) -> np.ndarray:
-    """An image file -> RGB uint8 [H, W, 3] with max(H, W) <= MAX_SIDE; UnreadableImage says why not."""
+def read_image(path: str, max_side: int | None = MAX_SIDE, percentiles: tuple[float, float] | None = None) -> np.ndarray:
+    """An image file -> RGB uint8 [H, W, 3] with max(H, W) <= max_side (None: as stored); 16-bit and float
+    grey by `_to_uint8(..., percentiles)`. UnreadableImage says why not."""
     if not os.path.exists(path):
         raise UnreadableImage("no such file")
     if os.path.isdir(path):
@@ -74,14 +92,16 @@ def read_image(path: str) -> np.ndarray:
             width, height = image.size
             if width * height > MAX_PIXELS or width < 1 or height < 1:
                 raise UnreadableImage(f"{width}x{height} pixels is outside the allowed 1 to {MAX_PIXELS:,} pixels")
-            image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes directly at a reduced scale
+            if max_side:
+                image.draft("RGB", (max_side, max_side))  # JPEG decodes directly at a reduced scale
             image.load()
             image = ImageOps.exif_transpose(image)  # as the camera held it (EXIF orientation)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey
-                grey = _to_uint8(np.asarray(image))
+                grey = _to_uint8(np.asarray(image), percentiles)
                 image = Image.fromarray(grey, "L")
             image = image.convert("RGB")
-            image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
+            if max_side:
+                image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.asarray(image, np.uint8).copy()
     except Image.DecompressionBombError:
         raise UnreadableImage(f"image of more pixels than Pillow's limit: pixels is outside the allowed 1 to "
@@ -169,14 +189,29 @@ def check_output_dir(path: str, flag: str = "--draw_dir") -> None:
         raise ValueError(f"{flag}={path} cannot be written: no write permission in {parent}")
 
 
+def png_image(array: np.ndarray) -> Image.Image:
+    """The PNG of an image a prediction carries: uint8 [H, W, 3] as RGB; an integer label map [H, W] as 8-bit
+    grey when its values fit (<= 255), else 16-bit grey; ValueError for anything else."""
+    if array.ndim == 3 and array.shape[-1] == 3 and array.dtype == np.uint8:
+        return Image.fromarray(array)
+    if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+        lo, hi = int(array.min(initial=0)), int(array.max(initial=0))
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"label values {lo}..{hi} do not fit a 16-bit PNG (0..65535)")
+        return Image.fromarray(array.astype(np.uint8 if hi <= 255 else np.uint16))
+    raise ValueError(f"a {array.dtype} array of shape {array.shape} is neither uint8 [H, W, 3] nor an integer [H, W] "
+                     f"label map")
+
+
 def save_image_outputs(image_dir: str | None, paths: list[str], predictions: list[dict]) -> int:
-    """Replaces every image a prediction carries (a uint8 [H, W, 3] array, e.g. 'restored') by the path of
-    the PNG written for it into `image_dir` ('<input name>.<key>.png'), or drops it (saying so once) when
-    no folder is given; returns the number of files that could not be written."""
-    keys = sorted({k for p in predictions for k, v in p.items() if isinstance(v, np.ndarray) and v.ndim == 3})
+    """Replaces every image a prediction carries (a numpy array: uint8 [H, W, 3], e.g. 'restored', or an
+    integer label map [H, W], e.g. 'mask'; see `png_image`) by the path of the PNG written for it into
+    `image_dir` ('<input name>.<key>.png', JSON key '<key>_png'), or drops it (saying so once) when no folder
+    is given; returns the number of files that could not be written."""
+    keys = sorted({k for p in predictions for k, v in p.items() if isinstance(v, np.ndarray)})
     if keys and image_dir is None:
         print(f"note: the predictions carry images ({', '.join(keys)}); --image_dir=DIR writes them", file=sys.stderr)
-    failed = 0
+    failed = written = 0
     for name, prediction in zip(draw_file_names(paths), predictions):
         for key in keys:
             image = prediction.pop(key, None)
@@ -184,12 +219,16 @@ def save_image_outputs(image_dir: str | None, paths: list[str], predictions: lis
                 continue
             target = os.path.join(image_dir, f"{name[:-len('.png')]}.{key}.png")
             try:
+                png = png_image(image)
                 os.makedirs(image_dir, exist_ok=True)
-                Image.fromarray(image).save(target)
+                png.save(target)
                 prediction[f"{key}_png"] = target
-            except OSError as e:
-                print(f"error: cannot write {target}: {e.strerror or e}", file=sys.stderr)
+                written += 1
+            except (OSError, ValueError) as e:
+                print(f"error: cannot write {target}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
                 failed += 1
+    if written:
+        print(f"wrote {written} image(s) ({', '.join(keys)}) into {image_dir}", file=sys.stderr)
     return failed
 
 
@@ -239,15 +278,19 @@ def verify_pair(paths: list[str], predictions: list[dict], threshold: float) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Predict with a finished run (attributes, boxes) on image files.")
+    parser = argparse.ArgumentParser(description="Predict with a finished run (attributes, boxes, instance masks) on "
+                                                 "image files: one JSON line per image on stdout.")
     parser.add_argument("--workdir", required=True, help="workdir of a finished experiments.run run")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders of them")
     parser.add_argument("--draw_dir", metavar="DIR", default=None,
                         help="also write each image with its boxes drawn and labelled as a PNG into DIR "
                              "(recipes that predict boxes)")
     parser.add_argument("--image_dir", metavar="DIR", default=None,
-                        help="write the images a prediction carries (e.g. sr_recognition's super-resolved face "
-                             "'restored') as PNGs into DIR; the JSON line gives each file's path")
+                        help="write the images a prediction carries as '<input name>.<key>.png' into DIR; the JSON "
+                             "line gives each file's path as '<key>_png'. mutual: the instance mask 'mask' (0 = "
+                             "background, k = instance k; 8-bit PNG, 16-bit above 255 instances), written even "
+                             f"without this flag, into WORKDIR/{DEFAULT_IMAGE_DIR}/; sr_recognition: the "
+                             "super-resolved face 'restored', written only with this flag")
     parser.add_argument("--verify", action="store_true",
                         help="two face images: print their embeddings' distance and the same/different verdict at "
                              "the threshold the run chose on validation identities (recipes with embeddings)")
@@ -266,13 +309,17 @@ def main(argv=None) -> int:
         threshold = verify_threshold(workdir) if args.verify else None
         if not hasattr(recipe, "predict_images"):
             raise ValueError(f"recipe {config.recipe!r} does not offer predict_images(config, workdir, images)")
+        if args.image_dir is None and getattr(recipe, "SAVED_IMAGES", ()):  # the images predictions are for
+            args.image_dir = os.path.join(args.workdir, DEFAULT_IMAGE_DIR)
+            check_output_dir(args.image_dir, "--image_dir (default)")
+        read_options = dict(getattr(recipe, "READ_IMAGES", {}))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     paths, images, failed = [], [], 0
     for path in args.images:
         try:
-            images.append(read_image(path))
+            images.append(read_image(path, **read_options))
             paths.append(path)
         except UnreadableImage as e:
             print(f"error: {path}: {e}", file=sys.stderr)

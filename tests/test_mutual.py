@@ -235,9 +235,40 @@ def test_predict_counts_instances_on_images_of_any_size(smoke):
     np.testing.assert_allclose(tiled(config.eval.tile_margin), whole, atol=1e-5)  # the trained U-Net, stitched
     assert not np.allclose(tiled(0), whole, atol=1e-5)  # without margins the seams show
     classes = whole.argmax(-1)[:45, :61]
-    assert large == {"instances": int(seg.instances_from_classes(classes).max()),
-                     "foreground_fraction": round(float((classes > 0).mean()), 4)}
-    assert small["instances"] >= 0 and 0 <= small["foreground_fraction"] <= 1
+    mask = large.pop("mask")
+    np.testing.assert_array_equal(mask, seg.instances_from_classes(classes))  # the instance labels, at the image's size
+    assert large == {"instances": int(mask.max()), "foreground_fraction": round(float((classes > 0).mean()), 4)}
+    assert small["instances"] >= 0 and 0 <= small["foreground_fraction"] <= 1 and small["mask"].shape == (20, 20)
+
+
+def test_predict_cli_writes_an_instance_mask_png_per_image_into_the_workdir(smoke, tmp_path, capsys):
+    """No flag: <workdir>/predictions/<name>.mask.png, uint8 labels equal to predict_images' mask; 16-bit
+    inputs read as in training (percentiles) and at full size (wider than predict.MAX_SIDE)."""
+    from PIL import Image
+
+    from experiments import predict
+    from jaxface.data import cell_folder
+    from jaxface.recipes import mutual
+
+    workdir, _, config = smoke
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 60, (40, 1100)).astype(np.uint8)
+    image[8:20, 8:20] = 220
+    Image.fromarray(image).save(tmp_path / "cells.png")
+    deep = image.astype(np.uint16) * 16 + 300  # a 12-bit camera in a 16-bit file
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    assert predict.main([f"--workdir={workdir}", str(tmp_path / "cells.png"), str(tmp_path / "deep.tif")]) == 0
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert "into " + str(workdir / "predictions") in out.err
+    expected = mutual.predict_images(config, str(workdir), [np.repeat(x[..., None], 3, -1) for x in (
+        image, cell_folder.to_gray_uint8(deep))])
+    for line, name, want in zip(lines, ("cells", "deep.tif"), expected):  # predict.draw_file_names
+        assert line["mask_png"] == str(workdir / "predictions" / f"{name}.mask.png")
+        with Image.open(line["mask_png"]) as png:
+            assert png.mode == "L" and png.size == (1100, 40)  # full size, not downscaled to MAX_SIDE
+            np.testing.assert_array_equal(np.asarray(png), want["mask"])
+        assert line["instances"] == want["instances"] == int(want["mask"].max())
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -337,6 +368,123 @@ def test_folder_config_is_checked_before_anything_runs(tmp_path):
     mutual.validate_config(config)
     split = cell_sets.load_split(config.data, config.labels, "train")
     assert split["weak"].shape == split["instances"].shape == (12, 32, 32) and split["gt"].max() == 2
+
+
+def _polygon_folder(root, polygons=None):
+    """a.png (40 x 70) with two boxes and their COCO polygons, no masks/: (annotations, expected instances)."""
+    from PIL import Image
+
+    root.mkdir(exist_ok=True)
+    Image.fromarray(np.full((40, 70), 30, np.uint8)).save(root / "a.png")
+    polygons = polygons or [[[5, 5, 19, 5, 19, 14, 5, 14]], [[50, 20, 64, 20, 64, 34], [50, 30, 52, 30, 52, 34, 50, 34]]]
+    boxes = [[5, 5, 15, 10], [50, 20, 16, 15]]
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": 70, "height": 40}],
+            "annotations": [{"image_id": 1, "bbox": b, "segmentation": p} for b, p in zip(boxes, polygons)]}
+    (root / "annotations.json").write_text(json.dumps(data))
+    expected = np.zeros((40, 70), np.int32)
+    expected[5:15, 5:20] = 1  # vertices are pixel centres, the outline is inside: columns 5-19, rows 5-14
+    for y in range(20, 35):   # the triangle (50, 20), (64, 20), (64, 34): centres on its diagonal are inside
+        expected[y, 50 + y - 20:65] = 2
+    expected[30:35, 50:53] = 2  # and its second polygon: the same instance
+    return data, expected
+
+
+def test_folder_reader_rasterises_coco_polygons_as_ground_truth(tmp_path):
+    from jaxface.data import cell_folder
+
+    _, expected = _polygon_folder(tmp_path)
+    records, has_gt = cell_folder.read_folder(str(tmp_path), 32)
+    assert has_gt and records[0]["instances"].shape == (40, 70)
+    np.testing.assert_array_equal(records[0]["instances"], expected)
+    tiles = cell_folder.load_folder(str(tmp_path), 32, 40)
+    assert tiles["has_masks"] and set(np.unique(tiles["instances"])) == {0, 1, 2}
+    np.testing.assert_array_equal(tiles["instances"][0], expected[:32, :32])  # tile (0, 0)
+
+
+@pytest.mark.parametrize("polygon, message", [
+    ([[5, 5, 19, 5, 19]], r"annotations\[0\] segmentation\[0\] has an odd number of coordinates \(5\)"),
+    ([[5, 5, 19, 5]], r"annotations\[0\] segmentation\[0\] has 2 point\(s\); a polygon needs at least 3"),
+    ([[5, 5, 19, 5, 19, 14], [5, 5, 80, 5, 19, 14]], r"annotations\[0\] segmentation\[1\] reaches \(5..80, 5..14\), "
+                                                     r"outside its image a.png \(70x40\)"),
+    ({"counts": "abc", "size": [40, 70]}, r"annotations\[0\] segmentation is RLE \(counts, size\); only polygons"),
+    ([[5, 5, "x", 5, 19, 14]], r"annotations\[0\] segmentation\[0\] holds a value that is not a number"),
+    ([5, 5, 19, 5, 19, 14], r"annotations\[0\] segmentation is not a list of polygons"),
+    (None, r"annotations\[1\] has no 'segmentation', but annotations\[0\] has")])
+def test_folder_reader_names_file_and_entry_of_malformed_polygons(tmp_path, polygon, message):
+    from jaxface.data import cell_folder
+
+    data, _ = _polygon_folder(tmp_path)
+    if polygon is None:
+        del data["annotations"][1]["segmentation"]
+    else:
+        data["annotations"][0]["segmentation"] = polygon
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(cell_folder.FolderDataError, match=r"annotations.json: " + message) as e:
+        cell_folder.read_annotations(str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_folder_training_uses_random_crops_that_are_a_pure_function_of_seed_step_and_example(tmp_path):
+    """Crops of the whole 40 x 70 images at offsets spread over every position (fixed tiles would only start at
+    x in {0, 32, 38}), the same batch for the same (seed, step) however it is split over processes, labels
+    cut with their image."""
+    from configs import mutual as mutual_config
+    from jaxface.data import cell_folder, cell_sets
+
+    _write_folder(tmp_path)
+    config = mutual_config.get_config("smoke")
+    config.data.name, config.data.path, config.data.image_size = "folder", str(tmp_path), 32
+    train = cell_sets.load_split(config.data, config.labels, "train", training=True)
+    assert train["image"].shape == (2, 64, 96, 1) and train["extent"].tolist() == [[40, 70]] * 2
+    assert train["weak"].shape == (2, 64, 96) and train["num_cells"].tolist() == [2, 2]  # labels of whole images
+    labels = {"label_a": train["weak"], "ignore_a": train["weak_ignore"]}
+    batches = cell_sets.train_batches(config.data, train, labels, 4, seed=5)
+    again = cell_sets.train_batches(config.data, train, labels, 4, seed=5)
+    offsets = []
+    for step in range(12):
+        batch, indices = batches.local_batch(step), batches.indices(step)
+        assert batch["image"].shape == (4, 32, 32, 1) and set(batch) == {"image", "label_a", "ignore_a"}
+        assert all(np.array_equal(batch[k], again.local_batch(step)[k]) for k in batch)  # (seed, step) -> batch
+        halves = [batches.local_batch(step, p, 2) for p in (0, 1)]
+        assert all(np.array_equal(np.concatenate([h[k] for h in halves]), batch[k]) for k in batch)
+        step_offsets = cell_folder.crop_offsets(5, step, np.arange(4), train["extent"][indices], 32)
+        for i, (y, x) in zip(indices, step_offsets):
+            assert 0 <= y <= 40 - 32 and 0 <= x <= 70 - 32  # inside the image, never in the canvas padding
+        for k, full in (("image", train["image"]), ("label_a", train["weak"])):
+            np.testing.assert_array_equal(batch[k], [full[i, y:y + 32, x:x + 32] for i, (y, x) in zip(indices, step_offsets)])
+        offsets.extend(map(tuple, step_offsets))
+    assert len(set(offsets)) > 30 and len({x for _, x in offsets}) > 15  # random, not a fixed tile grid
+    other = cell_sets.train_batches(config.data, train, labels, 4, seed=6)
+    assert not np.array_equal(other.local_batch(0)["image"], batches.local_batch(0)["image"])
+
+
+def test_fusion_predictions_on_large_canvases_go_through_full_batches_of_stitched_tiles():
+    """cell_sets.predict_probs: canvases larger than the tile are predicted through overlapping tiles, always
+    in full batches (compiled once), and equal one pass over the whole canvas; small ones in one pass."""
+    from jaxface.data import cell_sets
+
+    class BoxSum:  # a Predictor of a toy model: 5 x 5 box sum, receptive-field radius 2
+        batch_size, calls = 4, []
+
+        def __call__(self, batch):
+            x = batch["image"].astype(np.int64)
+            self.calls.append(x.shape)
+            p = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+            return {"probs": sum(p[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(5) for j in range(5))}
+
+        def predict_split(self, source):
+            return self({"image": source.arrays["image"]})
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 80, 1))
+    model = BoxSum()
+    whole = model({"image": images})["probs"]
+    model.calls.clear()
+    np.testing.assert_array_equal(cell_sets.predict_probs(model, images, 16, 4, 2), whole)
+    assert model.calls and all(shape == (4, 16, 16, 1) for shape in model.calls)
+    assert not np.array_equal(cell_sets.predict_probs(model, images, 16, 0, 2), whole)  # no margin: seams
+    model.calls.clear()
+    np.testing.assert_array_equal(cell_sets.predict_probs(model, images, 80, 4, 2), whole)
+    assert model.calls == [(3, 48, 80, 1)]
 
 
 # --- tiling --------------------------------------------------------------------------------------

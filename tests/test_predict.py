@@ -208,3 +208,30 @@ def test_cli_refuses_a_draw_dir_that_is_a_file(finished_run, image_files, tmp_pa
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: --draw_dir={existing} is an existing file, not a folder"]
     assert existing.read_bytes() == b"keep me" and sorted(os.listdir(tmp_path)) == ["results.png"]
+
+
+def test_label_map_pngs_are_8_bit_up_to_255_instances_else_16_bit(tmp_path):
+    few, many = np.zeros((6, 7), np.int32), np.zeros((6, 7), np.int32)
+    few[1:3, 1:3], many[0, 0], many[5, 6] = 255, 1, 300
+    predictions = [{"instances": 255, "mask": few}, {"instances": 300, "mask": many}]
+    assert predict.save_image_outputs(str(tmp_path), ["a.png", "b.tif"], predictions) == 0
+    for prediction, labels, mode in zip(predictions, (few, many), ("L", "I;16")):
+        assert "mask" not in prediction
+        with Image.open(prediction["mask_png"]) as png:
+            assert png.mode == mode
+            np.testing.assert_array_equal(np.asarray(png).astype(np.int32), labels)  # exact round trip
+    bad = [{"mask": np.full((2, 2), 70000, np.int32)}]
+    assert predict.save_image_outputs(str(tmp_path), ["c.png"], bad) == 1 and "mask_png" not in bad[0]
+
+
+def test_a_recipe_can_read_its_inputs_at_full_size_with_16_bit_percentiles(tmp_path):
+    """READ_IMAGES options: max_side=None keeps the size; percentiles map the 1st / 99.8th to 0 / 255."""
+    from jaxface.data import cell_folder
+
+    deep = (np.arange(30 * 1300).reshape(30, 1300) % 4000 + 200).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.tif")
+    full = predict.read_image(str(tmp_path / "deep.tif"), max_side=None, percentiles=cell_folder.PERCENTILES)
+    assert full.shape == (30, 1300, 3)
+    np.testing.assert_array_equal(full[..., 0], cell_folder.to_gray_uint8(deep))  # as the training data
+    default = predict.read_image(str(tmp_path / "deep.tif"))
+    assert default.shape[1] == predict.MAX_SIDE and default.max() <= round(4199 / 65535 * 255) + 1

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from jaxface.data import box_labels, cell_folder, cell_sets, synthetic_cells
-from jaxface.data.pipeline import ArraySource, ShuffledBatches, check_dataset_name
+from jaxface.data.pipeline import ArraySource, check_dataset_name
 from jaxface.evaluation.segmentation import instances_from_classes, save_overlays, segmentation_metrics
 from jaxface.evaluation.tiling import predict_tiled
 from jaxface.losses import masked_pixel_cross_entropy, soft_dice_loss
@@ -82,10 +82,11 @@ def build_unet(config, model: str, *, train: bool) -> UNet:
 
 # --- data ----------------------------------------------------------------------------------------
 def load_data(config) -> dict:
-    """{'train', 'test'} (`cell_sets.load_split`; 'test' is config.data.eval_split: choices on 'validation')."""
+    """{'train', 'test'} (`cell_sets.load_split`; 'test' is config.data.eval_split: choices on 'validation');
+    folder data: 'train' holds the whole images (random crops), 'test' their tiles."""
     load = functools.partial(cell_sets.load_split, config.data, config.labels,
                              main_process_first=devices.main_process_first)
-    return {"train": ArraySource(load(config.data.train_split, config.data.max_train_examples)),
+    return {"train": ArraySource(load(config.data.train_split, config.data.max_train_examples, training=True)),
             "test": ArraySource(load(config.data.eval_split, config.eval.num_examples))}
 
 
@@ -163,23 +164,21 @@ def predictors(config, mesh, make):
 
 def make_stages(config, data: dict) -> list[Stage]:
     train, R = data["train"].arrays, config.rounds
-    source = ArraySource({"image": train["image"]})
     rule = dict(config.fusion.to_dict(), kind=config.labels.shape)
     predict, initial = predictors(config, None, probs_fn), {}  # initial variables: made once per model
     predicted: dict = {}  # (stage, model) -> fused labels; deterministic, so a resumed round gets the same ones
 
     def fused(load, stage: str, model: str):
         if (stage, model) not in predicted:
-            probs = predict(model, load(stage)[model]).predict_split(source)["probs"]
+            probs = cell_sets.predict_probs(predict(model, load(stage)[model]), train["image"], config.eval.tile,
+                                            config.eval.tile_margin, 2 ** (len(config.models[model]["widths"]) - 1))
             predicted[stage, model] = box_labels.fuse_split(train["weak"], train["weak_ignore"], train["boxes"],
                                                             train["num_cells"], probs, **rule)
         return predicted[stage, model]
 
-    def batches(labels: dict):  # {model: (labels, ignore)}
-        arrays = {"image": train["image"]}
-        for m, (lab, ign) in labels.items():
-            arrays[f"label_{m}"], arrays[f"ignore_{m}"] = lab, ign
-        return ShuffledBatches(ArraySource(arrays), global_batch_size=config.train.batch_size, seed=config.seed)
+    def batches(labels: dict):  # {model: (labels, ignore)}; folder data: random crops of the whole images
+        arrays = {f"{k}_{m}": v for m, pair in labels.items() for k, v in zip(("label", "ignore"), pair)}
+        return cell_sets.train_batches(config.data, train, arrays, config.train.batch_size, config.seed)
 
     def stage(name, models, labels, start=None):  # labels: a BatchSource, or load -> BatchSource (rounds)
         def init(rng, load):
@@ -274,6 +273,8 @@ def _plots(config, out_dir: str, metrics: dict, test: dict, mutual: np.ndarray) 
 # --- inference on image files (experiments/predict.py) ------------------------------------------
 LOSS_CURVE = ("loss",)
 EXPORT = ("final", "segmenter")  # mutual's model a after the last round
+SAVED_IMAGES = ("mask",)  # experiments.predict writes them without --image_dir, into <workdir>/predictions/
+READ_IMAGES = {"max_side": None, "percentiles": cell_folder.PERCENTILES}  # full size, 16-bit as in training
 
 
 def input_format(config) -> dict:
@@ -284,7 +285,7 @@ def input_format(config) -> dict:
 def predict_images(config, workdir: str, images: list) -> list[dict]:
     """Instances in each RGB uint8 image [H, W, 3] of any size (the channels' mean, edge-padded to a multiple
     of the U-Net's stride; larger than config.eval.tile: overlapping tiles stitched, `evaluation.tiling`):
-    [{'instances', 'foreground_fraction'}]."""
+    [{'instances', 'foreground_fraction', 'mask' [H, W] int32 (0 background, k instance k)}]."""
     variables = checkpoints.load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
     apply, factor, out = jax.jit(probs_fn(config, "a")), 2 ** (len(config.models.a["widths"]) - 1), []
     tile = max(config.eval.tile, 2 * config.eval.tile_margin + factor)
@@ -293,6 +294,7 @@ def predict_images(config, workdir: str, images: list) -> list[dict]:
         padded = np.pad(gray, ((0, max(-h % factor, tile - h)), (0, max(-w % factor, tile - w))), mode="edge")
         classes = predict_tiled(lambda x: apply(variables, {"image": x})["probs"], padded[..., None], tile,
                                 config.eval.tile_margin, align=factor).argmax(-1)[:h, :w]
-        out.append({"instances": int(instances_from_classes(classes).max()),
-                    "foreground_fraction": round(float((classes > 0).mean()), 4)})
+        mask = instances_from_classes(classes).astype(np.int32)
+        out.append({"instances": int(mask.max()), "foreground_fraction": round(float((classes > 0).mean()), 4),
+                    "mask": mask})
     return out
