@@ -56,10 +56,11 @@ def bare_step_fn(config):
                                      offset_weight=config.loss.offset_weight)
             for t in teachers:
                 adapted = adapters[t].apply({"params": p[f"adapter_{t}"]}, out["features"])
-                loss += config.loss[f"feature_weight_{t}"] * feature_distillation_loss(adapted, t_out[t]["features"])
-                loss += config.loss[f"head_weight_{t}"] * head_distillation_loss(
-                    out["heads"], t_out[t]["heads"], batch["mask"], wh_weight=config.loss.wh_weight,
-                    offset_weight=config.loss.offset_weight)[0]
+                feat = feature_distillation_loss(adapted, t_out[t]["features"])
+                w = config.loss
+                head = head_distillation_loss(out["heads"], t_out[t]["heads"], batch["mask"],
+                                              wh_weight=w.wh_weight, offset_weight=w.offset_weight)[0]
+                loss += (w[f"feature_weight_{t}"] * feat + w[f"head_weight_{t}"] * head) / len(teachers)
             return loss, upd["batch_stats"]
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

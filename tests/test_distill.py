@@ -55,7 +55,7 @@ def test_results_md_holds_the_results_table_and_the_claim(distill_smoke_run):
     judged = saved["summary"]["claims"]["student_kd_both_vs_student"]
     assert judged["gain"] == pytest.approx(both - student) and judged["seeds"] == 1
     verdict = "higher" if both > student else "NOT higher"
-    assert notes[0] == (f"Claim: (seed 003) the student distilled from both teachers beats the student alone "
+    assert notes[0] == (f"Claim: (seed 003) the two-teacher student beats the student alone "
                         f"(mAP@0.5: {both:.4f} vs {student:.4f}) -> {verdict} on this one seed; set "
                         f"config.num_seeds >= 3 to judge it against the seed-to-seed spread.")
     assert set(saved["summary"]["claims"]) == {"student_kd_both_vs_student", "student_kd_both_vs_student_kd_big",

@@ -1,13 +1,11 @@
 """Two-teacher detector distillation (seed 003, claims 1-9).
 
-A small detector (the student) learns from two frozen teachers at once:
-  * teacher_big: more parameters, the same image as the student;
-  * teacher_hr: the L-times larger image, with L-times larger early strides so its N feature maps
-    have the student's shapes (claim 5).
-The student's loss is its CenterNet task loss plus, for each teacher, a feature term (per-level MSE
-after a learned 1x1 adapter, claims 6-7) and a head term on the M=3 head maps (heatmap, box size,
-centre offset; claim 8). Stages: both teachers, the student alone, then the student distilled from
-each teacher and from both. Results: mAP@0.5 and images/s per stage.
+A small detector (the student) learns from two frozen teachers at once: teacher_big (more parameters,
+the student's image) and teacher_hr (the L-times larger image, with L-times larger early strides so its
+N feature maps have the student's shapes, claim 5). The student's loss is its CenterNet task loss plus,
+per teacher, a feature term (per-level MSE after a learned 1x1 adapter, claims 6-7) and a head term on
+the M=3 head maps (heatmap, box size, centre offset; claim 8). Stages: both teachers, the student alone,
+then the student distilled from each teacher and from both. Results: mAP@0.5 and images/s per stage.
 """
 
 from __future__ import annotations
@@ -52,12 +50,9 @@ def validate_config(config) -> None:
                          f"({L * config.models.student['stem_stride']}) so their feature maps align (claim 5)")
     checks.one_of(config.models.compute_dtype, COMPUTE_DTYPES, "config.models.compute_dtype")
     checks.non_negative(config.loss, "config.loss")
-    for stage, directory in imported_stages(config).items():
-        expected = jax.eval_shape(lambda: _init_detector(config, stage, jax.random.key(0)))["params"]
-        mismatch = checkpoints.parameter_mismatch(directory, stage, expected)
-        if mismatch:
-            raise ValueError(f"config.teachers.{stage[len('teacher_'):]}_checkpoint: {mismatch}; set "
-                             f"config.models.{stage} to the architecture that checkpoint was trained with")
+    checkpoints.check_imported_architectures(
+        imported_stages(config), lambda stage: jax.eval_shape(lambda: _init_detector(config, stage, jax.random.key(0)))[
+            "params"], {f"teacher_{t}": f"config.teachers.{t}_checkpoint" for t in TEACHERS})
 
 
 def imported_stages(config) -> dict[str, str]:
@@ -85,11 +80,9 @@ def load_data(config) -> dict:
 
 
 def _with_targets(batch: dict, *, output_size: tuple[int, int], keep: tuple[str, ...]) -> dict:
-    """Adds CenterNet targets (at the student's output resolution, shared by all models)."""
-    targets = centernet_targets.encode_centernet_batch(batch["boxes"], batch["labels"],
-                                                       num_classes=synthetic_gestures.NUM_CLASSES,
-                                                       output_size=output_size)
-    return {**{k: batch[k] for k in keep}, **targets}
+    """`keep` of the batch + CenterNet targets at the student's output resolution (shared by all models)."""
+    return {**{k: batch[k] for k in keep}, **centernet_targets.encode_centernet_batch(
+        batch["boxes"], batch["labels"], num_classes=synthetic_gestures.NUM_CLASSES, output_size=output_size)}
 
 
 def _input_size(config, name: str = "student") -> int:
@@ -127,8 +120,10 @@ def make_detector_step(config, name: str):
 
 
 def make_kd_step(config, teachers: tuple[str, ...]):
-    """Student task loss + feature and head distillation from each frozen teacher (claims 2-7):
-    L = L_task + sum_t [w_feat_t * mean_k MSE(A_t(F_k^s), F_k^t) + w_head_t * L_head(H^s, H^t)]."""
+    """Student task loss + feature and head distillation from each of the T frozen teachers (claims 2-7):
+    L = L_task + (1/T) sum_t [w_feat_t * mean_k MSE(A_t(F_k^s), F_k^t) + w_head_t * L_head(H^s, H^t)].
+    The 1/T keeps the distillation's share of the loss that of one teacher: summed, two teachers doubled
+    it and, under Adam's normalised steps, slowed the task (validation: kd_both below either teacher)."""
     student = build_detector(config, "student", train=True)
     frozen_models = {t: build_detector(config, f"teacher_{t}", train=False) for t in teachers}
     adapters = {t: FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"])) for t in teachers}
@@ -150,7 +145,8 @@ def make_kd_step(config, teachers: tuple[str, ...]):
                                                  heatmap_weight=config.loss.kd_heatmap_weight,
                                                  wh_weight=config.loss.wh_weight,
                                                  offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
-                total += config.loss[f"feature_weight_{t}"] * feat + config.loss[f"head_weight_{t}"] * head
+                weight_feat, weight_head = config.loss[f"feature_weight_{t}"], config.loss[f"head_weight_{t}"]
+                total += (weight_feat * feat + weight_head * head) / len(teachers)
                 metrics.update({f"feature_{t}": feat, f"head_{t}": head})
             return total, (stats, metrics)
 
@@ -210,10 +206,8 @@ def make_stages(config, data: dict) -> list[Stage]:
             out, size = {"student": _init_detector(config, "student", student_key)}, _input_size(config)
             features = build_detector(config, "student", train=False).apply(
                 out["student"], jnp.zeros((1, size, size, 3), jnp.uint8), train=False)["features"]
-            for i, t in enumerate(teachers):
-                adapter = FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"]))
-                out[f"adapter_{t}"] = adapter.init(jax.random.fold_in(rng, i), features)
-            return out
+            return {**out, **{f"adapter_{t}": FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"]))
+                              .init(jax.random.fold_in(rng, i), features) for i, t in enumerate(teachers)}}
 
         stages.append(Stage(
             name=name, num_steps=steps[name], step=make_kd_step(config, teachers), init=init,
@@ -274,22 +268,18 @@ def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
         extra={"per_class_AP": per_class})
 
 
-# --- several seeds (config.num_seeds, jaxface.train.driver) ------------------------------------
-def share_across_seeds(config, first_workdir: str):
+# --- what the core and experiments/ read: seeds, claims, export, inference on image files ---------
+def share_across_seeds(config, first_workdir: str):  # config.num_seeds > 1 (jaxface.train.driver)
     """Later seeds train only the students: the teachers are the first seed's (or config.teachers')."""
     for t in TEACHERS:
         config.teachers[f"{t}_checkpoint"] = config.teachers[f"{t}_checkpoint"] or first_workdir
     return config
 
 
-# What the seed claims, judged over the seeds by the core (stage rows, higher mAP is better).
-CLAIMS = (Claim("student_kd_both", "student", "mAP@0.5", "(seed 003) the student distilled from both teachers beats "
-                "the student alone"),
+# What the seed claims, judged by the core over the seeds (rows are stages; higher mAP is better).
+CLAIMS = (Claim("student_kd_both", "student", "mAP@0.5", "(seed 003) the two-teacher student beats the student alone"),
           Claim("student_kd_both", "student_kd_big", "mAP@0.5", "two teachers beat the big teacher alone"),
           Claim("student_kd_both", "student_kd_hr", "mAP@0.5", "two teachers beat the high-resolution teacher alone"))
-
-
-# --- inference on image files (experiments/predict.py) ------------------------------------------
 LOSS_CURVE = ("task", "loss")  # the detection loss is comparable across stages; distilled ones log it as 'task'
 EXPORT = ("student_kd_both", "student")  # the method's model: the student distilled from both teachers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging as py_logging
 import os
+from typing import Mapping
 
 import jax
 import orbax.checkpoint as ocp
@@ -288,3 +289,14 @@ def parameter_mismatch(directory: str, model: str, expected_params) -> str | Non
             return (f"parameter {model}{path} is {saved.get(path, 'absent')} in the checkpoint but "
                     f"{expected.get(path, 'absent')} in the config")
     return None
+
+
+def check_imported_architectures(imported: Mapping[str, str], expected_params, flags: Mapping[str, str]) -> None:
+    """Refuses a stage imported from another run ({stage: directory}) whose parameter shapes differ from
+    `expected_params(stage)` (this config's model, e.g. under `jax.eval_shape`): one ValueError line
+    naming the config key `flags[stage]` that pointed there and the first differing parameter."""
+    for stage, directory in imported.items():
+        mismatch = parameter_mismatch(directory, stage, expected_params(stage))
+        if mismatch:
+            raise ValueError(f"{flags[stage]}: {mismatch}; set config.models.{stage} to the architecture that "
+                             f"checkpoint was trained with")
