@@ -133,3 +133,23 @@ def test_a_bad_number_of_seeds_is_one_line():
     with pytest.raises(ValueError, match="config.num_seeds=0 must be an integer >= 1"):
         driver.train_and_evaluate(toy_recipe(), toy_config(0), "/nonexistent/never-written")
     assert jax.process_count() == 1
+
+
+def test_rows_sharing_a_first_column_are_named_by_their_text_and_claims_select_them_by_columns():
+    """mutual's table: one arm has a row per model; a claim names its row by {column: value}."""
+    def seed(a, b, s):
+        return {"columns": ["arm", "model", "ap"], "rows": [{"arm": "mutual", "model": "a", "ap": a},
+                                                            {"arm": "mutual", "model": "b", "ap": b},
+                                                            {"arm": "self", "model": "a", "ap": s}]}
+    results = [seed(0.30, 0.20, 0.10), seed(0.32, 0.21, 0.11), seed(0.31, 0.22, 0.12)]
+    rows, stats = driver.aggregate_over_seeds(results, [0, 1, 2])
+    assert list(stats) == ["mutual / a", "mutual / b", "self / a"]
+    assert stats["mutual / b"]["ap"]["values"] == [0.20, 0.21, 0.22] and rows[1]["model"] == "b"
+    claim = Claim({"arm": "mutual", "model": "a"}, {"arm": "self", "model": "a"}, "ap")
+    _, summary = driver.judge_claims([claim], results)
+    assert summary["mutual_a_vs_self_a"]["gain"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match=r"2 rows of the results table match \{'arm': 'mutual'\}"):
+        driver.judge_claims([Claim("mutual", "self", "ap")], results)
+    results[2]["rows"][0]["model"] = "c"
+    with pytest.raises(ValueError, match="seed 2's results table has other rows than seed 0's"):
+        driver.aggregate_over_seeds(results, [0, 1, 2])

@@ -39,7 +39,7 @@ from jaxface.models.common import param_count
 from jaxface.models.recognition import Cascade, FaceEmbedder, cascade_variables
 from jaxface.models.super_resolution import SR_KINDS, build_sr, to_unit
 from jaxface.train import checkpoints, devices, loop
-from jaxface.train.driver import Report
+from jaxface.train.driver import Claim, Report
 from jaxface.train.optimizers import make_optimizer
 from jaxface.train.predict import Predictor
 from jaxface.train.stages import Stage, config_fingerprint
@@ -49,6 +49,9 @@ ARMS = {"(a) HR only": "hr_only", "(b) HR + LR, no SR": "hr_lr", "(c) joint SR +
 TRAINED = tuple(ARMS.values())
 JOINT = ("joint", "joint_e2e")
 EXPORT = ("cascade", "cascade")
+A, B, C, _ = ARMS  # what seed 001 claims, judged by the core over seeds (config.num_seeds)
+CLAIMS = (Claim(C, B, "LR-LR acc %", "(seed 001) the joint cascade beats the recognizer trained on HR + LR"),
+          Claim(C, A, "LR-LR acc %", "the joint cascade beats the recognizer trained on HR only"))
 
 
 # --- configuration and models --------------------------------------------------------------------

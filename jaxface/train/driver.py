@@ -227,70 +227,91 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _row_labels(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A name per row: its first column, or all its non-numeric cells joined when the first repeats."""
+    first = [str(r.get(columns[0], "")) for r in rows]
+    if len(set(first)) == len(first):
+        return first
+    return [" / ".join(str(r[c]) for c in columns if c in r and not _is_number(r[c])) for r in rows]
+
+
 def aggregate_over_seeds(results: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> tuple[list, dict]:
-    """The rows of several seeds' results tables (same columns; rows matched by their first column):
-    (display rows, {row key: {column: {'mean', 'std', 'values'}}}). A numeric column that differs between
-    seeds shows 'mean ± std' (sample std, ddof=1); one identical in every seed (e.g. a teacher shared
-    by the seeds, a parameter count) shows its value."""
+    """The rows of several seeds' results tables (same columns, same rows in the same order; a row's
+    non-numeric cells must agree): (display rows, {row name: {column: {'mean', 'std', 'values'}}}), a row
+    named by `_row_labels`. A numeric column that differs between seeds shows 'mean ± std' (sample std,
+    ddof=1); one identical in every seed (e.g. a teacher shared by the seeds, a parameter count) its value."""
     import numpy as np
 
-    columns = results[0]["columns"]
-    key = columns[0]
-    by_seed = [{r[key]: r for r in res["rows"]} for res in results]
-    missing = [(s, k) for s, rows in zip(seeds, by_seed) for k in by_seed[0] if k not in rows]
-    if missing:
-        raise ValueError(f"seed {missing[0][0]} has no row {missing[0][1]!r}: the seeds' tables differ")
+    columns, first_rows = results[0]["columns"], results[0]["rows"]
+    for seed, res in zip(seeds, results):
+        same = len(res["rows"]) == len(first_rows) and all(
+            {c: v for c, v in a.items() if not _is_number(v)} == {c: v for c, v in b.items() if not _is_number(v)}
+            for a, b in zip(res["rows"], first_rows))
+        if not same:
+            raise ValueError(f"seed {seed}'s results table has other rows than seed {seeds[0]}'s: cannot average them")
     display, stats = [], {}
-    for row_key, first in by_seed[0].items():
-        shown, stats[row_key] = {}, {}
+    for i, (label, first) in enumerate(zip(_row_labels(columns, first_rows), first_rows)):
+        shown, stats[label] = {}, {}
         for column in columns:
-            values = [rows[row_key].get(column) for rows in by_seed]
+            values = [res["rows"][i].get(column) for res in results]
             if not all(_is_number(v) for v in values) or len(set(values)) == 1:
                 shown[column] = first.get(column, "")
                 continue
             mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
-            stats[row_key][column] = {"mean": mean, "std": std, "values": [float(v) for v in values]}
+            stats[label][column] = {"mean": mean, "std": std, "values": [float(v) for v in values]}
             shown[column] = f"{writers.format_value(mean)} ± {writers.format_value(std)}"
         display.append(shown)
     return display, stats
 
 
-def column_over_seeds(results: Sequence[Mapping[str, Any]], column: str) -> dict:
-    """{row key (first column): np.ndarray [num_seeds]} of one numeric column of the seeds' tables."""
+RowSelector = Any  # a value of the table's first column, or {column: value} naming one row
+
+
+def column_over_seeds(results: Sequence[Mapping[str, Any]], row: RowSelector, column: str):
+    """np.ndarray [num_seeds] of `column` in the one row that `row` selects in each seed's table."""
     import numpy as np
 
-    key = results[0]["columns"][0]
-    tables = [{r[key]: r for r in res["rows"]} for res in results]
-    return {k: np.array([t[k][column] for t in tables], np.float64) for k in tables[0]}
+    where = row if isinstance(row, Mapping) else {results[0]["columns"][0]: row}
+    values = []
+    for res in results:
+        found = [r for r in res["rows"] if all(r.get(c) == v for c, v in where.items())]
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} rows of the results table match {dict(where)}; a claim needs exactly one")
+        values.append(found[0][column])
+    return np.array(values, np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """`method` beats `baseline` (row keys: the first column of the results table) on `column`."""
+    """`method` beats `baseline` on `column`; each names one row of the results table: a value of its first
+    column, or {column: value, ...} (e.g. {'stage': 'mutual_r2', 'model': 'a'})."""
 
-    method: str
-    baseline: str
+    method: RowSelector
+    baseline: RowSelector
     column: str
     text: str = ""
     higher_is_better: bool = True
+
+    def name(self) -> str:
+        label = lambda row: "_".join(map(str, row.values())) if isinstance(row, Mapping) else str(row)
+        return f"{label(self.method)}_vs_{label(self.baseline)}"
 
 
 def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
     """Each claim over the seeds' results: gain = mean(method) - mean(baseline) (sign flipped when lower is
     better), the paired gain's mean ± std, and whether it holds beyond the seed-to-seed spread:
     gain >= 2 x max(std(method), std(baseline)) (sample stds). With one seed there is no spread to judge
-    against and the note says so. Returns (notes, {'<method>_vs_<baseline>': {gain, bar, beyond_spread, ...}})."""
+    against and the note says so. Returns (notes, {claim.name(): {gain, bar, beyond_spread, ...}})."""
     import numpy as np
 
     notes, summary = [], {}
     for claim in claims:
-        values = column_over_seeds(results, claim.column)
-        method, baseline = values[claim.method], values[claim.baseline]
+        method, baseline = (column_over_seeds(results, row, claim.column) for row in (claim.method, claim.baseline))
         paired = (1.0 if claim.higher_is_better else -1.0) * (method - baseline)
         n, gain = len(paired), float(paired.mean())
         std = (lambda v: float(np.std(v, ddof=1))) if n > 1 else (lambda v: None)  # no spread on one seed
         bar = 2 * max(std(method), std(baseline)) if n > 1 else None
-        summary[f"{claim.method}_vs_{claim.baseline}"] = {
+        summary[claim.name()] = {
             "gain": gain, "paired_std": std(paired), "bar": bar, "positive_in": int((paired > 0).sum()), "seeds": n,
             "beyond_spread": bar is not None and gain >= bar, "holds_on_average": bool(gain > 0)}
         if n == 1:
@@ -303,7 +324,7 @@ def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) 
             figures = (f"{method.mean():.4f} ± {std(method):.4f} vs {baseline.mean():.4f} ± {std(baseline):.4f}; "
                        f"paired gain {gain:+.4f} ± {std(paired):.4f}, positive in {int((paired > 0).sum())} of {n} "
                        f"seeds; 2 x the larger std = {bar:.4f}")
-        notes.append(f"Claim: {claim.text or f'{claim.method} beats {claim.baseline}'} ({claim.column}: {figures})"
+        notes.append(f"Claim: {claim.text or claim.name().replace('_vs_', ' beats ')} ({claim.column}: {figures})"
                      f" -> {verdict}.")
     return notes, summary
 
