@@ -145,8 +145,9 @@ def test_selection_keeps_the_better_network_by_validation_accuracy(better):
     data = {"validation": ArraySource({"image": np.random.default_rng(0).integers(0, 256, (32, 16, 16, 3), np.uint8),
                                        "label": labels})}
     models = {m: rigged(config, m, 3 if m == better else 5) for m in semi_distill.MODELS}
-    stage = semi_distill.select_better("choose", [("co", m) for m in semi_distill.MODELS],
-                                       semi_distill.validation(config, data, semi_distill.make_predict(config)),
+    stage = semi_distill.select_better("choose", [("co", m, semi_distill.make_predict(config, m))
+                                                  for m in semi_distill.MODELS],
+                                       semi_distill.validation(config, data, semi_distill.make_predict(config, "student")),
                                        export_as="model")
     decisions = []
     for mesh in (devices.make_mesh(jax.devices()[:1]), devices.make_mesh()):  # 1 or 8 devices: the same choice
@@ -215,7 +216,10 @@ def test_smoke_run_trains_every_arm_selects_and_writes_results(smoke_run):
     assert summary["final_chosen"] == saved["stages"]["final"]["decision"]["chosen"]
     assert isinstance(summary[f]["claim_holds"], bool)
     md = (workdir / "results.md").read_text()
-    assert md.startswith("# Semi-supervised distillation on gesture_crops/smoke") and "claim" in md
+    assert md.startswith("# Semi-supervised distillation on gesture_crops/smoke")
+    assert f"Claim: (seed 004) semi-supervised distillation beats the supervised student at {f}" in md
+    final = next(r for r in saved["rows"] if r["stage"] == "final")  # the best of both arms' networks
+    assert final["model"] == saved["stages"]["final"]["decision"]["chosen"].split("/")[1] + " (chosen)"
     assert (workdir / "validation_curves.png").exists() and (workdir / "loss_curves.png").exists()
     logged = writers.read_metrics(str(workdir))[f"semi_kd_pl_{f}"]
     assert {"student/pl", "teacher/pl", "student/kd", "teacher/kd", "student/pl_mask"} <= set(logged[1])

@@ -17,6 +17,7 @@ A recipe is a module that provides (the contract, `Recipe`):
   share_across_seeds(config, first_workdir) -> config   optional: what later seeds reuse of the first
                                           seed's run (e.g. its teachers), see `num_seeds` below
   CLAIMS = (Claim(method, baseline, column, text), ...)  optional: what the method claims, judged over seeds
+                                          (or a function of the config giving them, `recipe_claims`)
 
 `config.num_seeds = S > 1` (optional, default 1) trains the whole recipe S times, seed k = config.seed + i
 in `<workdir>/seed_<k>/` (each an ordinary run: resume, fingerprints, its own results), then writes the
@@ -92,7 +93,7 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
                                 config_json=config.to_json_best_effort(indent=1))
         report = recipe.evaluate(config, store, data, mesh, workdir)
         write_common_plots(workdir, workdir, getattr(recipe, "LOSS_CURVE", ("loss",)))
-        return _write_report(workdir, report, store, getattr(recipe, "CLAIMS", ()))
+        return _write_report(workdir, report, store, recipe_claims(recipe, config))
 
 
 def write_common_plots(workdir: str, out_dir: str, loss_keys: Sequence[str] = ("loss",)) -> list[str]:
@@ -177,7 +178,7 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
     os.makedirs(out_dir, exist_ok=True)
     report = recipe.evaluate(config, store, data, mesh, out_dir)
     write_common_plots(workdir, out_dir, getattr(recipe, "LOSS_CURVE", ("loss",)))
-    return _write_report(out_dir, report, store, getattr(recipe, "CLAIMS", ()))
+    return _write_report(out_dir, report, store, recipe_claims(recipe, config))
 
 
 def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
@@ -297,6 +298,13 @@ class Claim:
         return f"{label(self.method)}_vs_{label(self.baseline)}"
 
 
+def recipe_claims(recipe: Recipe, config) -> tuple:
+    """The recipe's CLAIMS: a tuple of `Claim`s, or a function of the config returning them (rows that
+    depend on it, e.g. the last round's stage)."""
+    claims = getattr(recipe, "CLAIMS", ())
+    return tuple(claims(config) if callable(claims) else claims)
+
+
 def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
     """Each claim over the seeds' results: gain = mean(method) - mean(baseline) (sign flipped when lower is
     better), the paired gain's mean ± std, and whether it holds beyond the seed-to-seed spread:
@@ -349,8 +357,8 @@ def _write_seed_report(recipe: Recipe, config, out_dir: str, runs, results: list
     rows, stats = aggregate_over_seeds(results, seeds)
     summaries = [r["summary"] for r in results]
     notes, summary = summarize_summaries(summaries)
-    if getattr(recipe, "CLAIMS", ()):
-        notes, summary = judge_claims(recipe.CLAIMS, results)
+    if recipe_claims(recipe, config):
+        notes, summary = judge_claims(recipe_claims(recipe, config), results)
     per_seed = ", ".join(os.path.relpath(w, out_dir) if w.startswith(out_dir) else w for w, _ in runs)
     notes = [f"Mean ± std (sample, ddof=1) over {len(seeds)} seeds {seeds}; each seed's own table and "
              f"figures: {per_seed}.", *notes]
