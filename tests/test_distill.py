@@ -106,6 +106,7 @@ def test_every_config_refuses_a_misspelt_key_from_python():
     ("--config.optimizer.learning_rate=nan", "config.optimizer.learning_rate=nan must be a finite number > 0"),
     ("--config.optimizer.weight_decay=inf", "config.optimizer.weight_decay=inf must be a finite number >= 0"),
     ("--config.optimizer.name=lamb", "config.optimizer.name='lamb'; allowed: adamw, adam, sgd"),
+    ("--config.num_seeds=0", "config.num_seeds=0 must be an integer >= 1"),
     ("--config.train.batch_size=12", "not divisible by the 8 devices"),
     ("--config.data.builder_config=lr32", "allowed: lr64, lr128, smoke"),
     ("--config.data.name=celeb_b", "config.data.name='celeb_b' is not a data set TFDS knows (did you mean 'celeb_a'?)"),
