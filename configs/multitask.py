@@ -1,6 +1,8 @@
 r"""Multi-task face attributes with a staged curriculum and a decoupling module (seed 000).
 
-  python -m experiments.run --config=configs/multitask.py --workdir=runs/mt              # ~10 min, 2-core CPU
+  python -m experiments.run --config=configs/multitask.py --workdir=runs/mt              # ~9-10 min, 2 shared cores
+  python -m experiments.run --config=configs/multitask.py --workdir=runs/mt3 --config.num_seeds=3  # ablation, ~29 min
+  python -m experiments.run --config=configs/multitask.py --workdir=runs/mt_val --config.data.eval_split=validation
   python -m experiments.run --config=configs/multitask.py:smoke --workdir=/tmp/mt        # < 1 min, used by tests
   python -m experiments.run --config=configs/multitask.py:full112 --workdir=runs/mt112   # accelerators, 112x112
   python -m experiments.run --config=configs/multitask.py:celeb_a --workdir=runs/mt_celeba  # needs prepared celeb_a
@@ -9,17 +11,28 @@ r"""Multi-task face attributes with a staged curriculum and a decoupling module 
 Arms (all on the same backbone): one single-task model per attribute (stages single_<attribute>),
 one multi-task model trained on everything at once (joint), the staged curriculum without
 decoupling (stage1 -> stage2 -> stage3_plain) and the full method (stage1 -> stage2 -> stage3, with the
-per-task decoupling module and the pose samples). Expected result (results.md): one multi-task model
-reads all seven attributes several times faster than the seven single-task models together, with
-each attribute close to its single-task model.
+per-task decoupling module and the pose samples), plus the trivial predictor (training majority class /
+training mean) that every head must beat: accuracy by >= 10 points, MAE <= 0.8 x its MAE.
 
-The default reads `synthetic_faces/default` (112x112, rendered offline on first use, ~2 min) downscaled
-2x to 56x56 so the whole comparison fits a CPU budget; `full112` keeps 112x112 for accelerators.
+The default reads `synthetic_faces/attributes` (112x112, rendered offline on first use, ~45 s: default's
+faces with the head 1.3x larger in the frame, asymmetries 2.5x and smile cues 1.5x stronger, 3000
+identities) downscaled 2x to 56x56 so the comparison fits a CPU budget; `full112` keeps 112x112.
+Pose is scored on the large-pose images (subset 3), where the data set labels it.
+
+Measured (test split, 3 seeds 0-2 with --config.num_seeds=3, 2 cores shared with other jobs, 2026-12-02,
+9-10 min per seed): the full method beats the trivial predictor on gender (87.2 ± 1.0 vs 52.5 %), smile
+(67.9 ± 3.4 vs 54.5 %), quality (99.3 vs 48.0 %), mask (99.6 vs 72.3 %), glasses (96.2 vs 70.5 %) and age
+(MAE 10.04 ± 0.16 vs 13.62, ratio 0.74), but NOT on pose (14.43 ± 0.11 vs 17.70, ratio 0.81 > 0.8) nor face
+value (11.77 ± 0.16 vs 11.10: no arm learns it). Decoupling vs the same curriculum without it: smile
++0.11 ± 0.10 points, age -0.03, face value -0.10, pose -0.09 (MAE, lower is better): inside the seed
+spread everywhere. It reads all attributes 6.8-7.9x faster than the seven single-task models, which it beats
+on smile (+17 points) and gender (+2.3) and matches on the rest but face value (11.77 vs 11.33, both
+at or above the trivial level).
 """
 
 import ml_collections
 
-# Shared by every arm: a small ResNet (basic blocks) sized for ~10 minutes of CPU training at 56x56.
+# Shared by every arm: a small ResNet (basic blocks) sized for CPU training at 56x56.
 BACKBONE = dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), stem_width=16, stem_stride=2, embed_dim=128,
                 head_hidden=64, decoupling_hidden=32)
 
@@ -34,10 +47,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.recipe = "multitask"
     c.seed = 0
+    c.num_seeds = 1  # seeds seed .. seed + num_seeds - 1, each in <workdir>/seed_<k>; 3 to judge CLAIMS (~30 min)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic_faces"   # or 'celeb_a' (TFDS catalog; see the celeb_a variant)
-    c.data.builder_config = "default"
+    c.data.builder_config = "attributes"  # default's faces with cues visible at 56x56 and 3000 identities
     c.data.data_dir = ""              # '' = $JAXFACE_DATA_DIR or ~/.cache/jaxface/tfds; prepared on first use
     c.data.train_split = "train"
     c.data.eval_split = "test"
@@ -54,7 +68,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     # One optimizer per trained model, a fresh schedule per stage (jaxface.train.optimizers).
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 3e-3
+    c.optimizer.learning_rate = 1e-3  # 3e-3 left smile at chance (single-head probe, 600 steps: 58 vs 71 %)
     c.optimizer.schedule = "cosine"   # linear warmup from 0, cosine decay to 0 at the stage's last step
     c.optimizer.warmup_steps = 30
     c.optimizer.weight_decay = 1e-4
@@ -67,12 +81,16 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 20.0
     # Optimizer steps per stage. The joint arm gets as many steps as the three curriculum stages together.
-    c.train.steps = ml_collections.ConfigDict(dict(single=150, joint=450, stage1=150, stage2=150, stage3=150))
+    # Smile and pose stay at the trivial level for the first ~300 steps that train them (150 per stage left
+    # them there in every arm), hence 600 for stages 2 and 3. The seven single-task models cost 7x a step:
+    # 300 keeps the default near 12 minutes on 2 cores.
+    c.train.steps = ml_collections.ConfigDict(dict(single=300, joint=1350, stage1=150, stage2=600, stage3=600))
 
     c.loss = ml_collections.ConfigDict()
     # Weight of each head in the total loss; regression errors are first divided by the label scale.
+    # pose 2: it is labelled on a quarter of the examples and trained only in stage 3.
     c.loss.weights = ml_collections.ConfigDict(dict(gender=1.0, age=1.0, smile=1.0, quality=1.0, face_value=1.0,
-                                                    mask=1.0, glasses=1.0, pose=1.0))
+                                                    mask=1.0, glasses=1.0, pose=2.0))
     c.loss.huber_delta = 1.0
 
     c.eval = ml_collections.ConfigDict()

@@ -81,7 +81,9 @@ def main(argv):
     if _RESULTS.value:
         with open(_RESULTS.value) as f:
             results = json.load(f)
-        rows = {r["arm"]: r for r in results["rows"]}
+        # A run of several seeds (config.num_seeds) shows "mean ± std" in its rows: read the means.
+        means = {arm: {c: v["mean"] for c, v in columns.items()} for arm, columns in results.get("over_seeds", {}).items()}
+        rows = {r["arm"]: {**r, **means.get(r["arm"], {})} for r in results["rows"]}
         single, full_row = rows["single-task (7 models)"], rows["staged + decoupling (full)"]
         print(f"accuracy / MAE of the full method vs its single-task model ({_RESULTS.value}):")
         for column in results["columns"][3:-1]:

@@ -245,3 +245,29 @@ def test_model_rejects_bad_configuration():
         init(ResNetBackbone(widths=(4, 8), blocks=(1,)))
     with pytest.raises(ValueError, match='uint8 or floating'):
         init(ResNetBackbone(widths=(4,), blocks=(1,)), IMAGES.astype(jnp.int32))
+
+
+# ------------------------------------------------------------------------------------------------
+# The trivial predictor every head must beat (jaxface.evaluation.attributes).
+
+
+def test_trivial_predictor_is_the_training_majority_or_mean_over_usable_labels():
+    from jaxface.evaluation.attributes import above_trivial, attribute_metric, trivial_outputs
+
+    # Unusable rows (known 0) hold the would-be majority / an outlier: they must not count.
+    labels = np.array([2, 2, 0, 1, 1, 1, 2, 2, 2], np.int32)
+    known = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0], np.float32)
+    out = trivial_outputs('classification', labels, known, 4, num_classes=3)
+    assert out.shape == (4, 3) and np.all(np.argmax(out, -1) == 1)
+    assert attribute_metric('classification', out, np.array([1, 1, 0, 2]), np.ones(4)) == 50.0
+    ages = np.array([20.0, 40.0, 1000.0], np.float32)
+    out = trivial_outputs('regression', ages, np.array([1.0, 1.0, 0.0]), 2)
+    np.testing.assert_allclose(out, [30.0, 30.0])
+    assert attribute_metric('regression', out, np.array([25.0, 45.0]), np.ones(2)) == pytest.approx(10.0)
+    poses = np.array([[10.0, 0.0, 2.0], [-30.0, 4.0, 2.0]], np.float32)
+    np.testing.assert_allclose(trivial_outputs('regression', poses, np.ones(2), 3), [[-10.0, 2.0, 2.0]] * 3)
+    with pytest.raises(ValueError, match='no training label'):
+        trivial_outputs('regression', ages, np.zeros(3), 2)
+    # Learned: >= 10 points above the trivial accuracy, MAE <= 0.8 x the trivial MAE.
+    assert above_trivial('classification', 60.0, 50.0) and not above_trivial('classification', 59.9, 50.0)
+    assert above_trivial('regression', 8.0, 10.0) and not above_trivial('regression', 8.1, 10.0)

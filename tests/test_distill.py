@@ -56,8 +56,8 @@ def test_results_md_holds_the_results_table_and_the_claim(distill_smoke_run):
     assert judged["gain"] == pytest.approx(both - student) and judged["seeds"] == 1
     verdict = "higher" if both > student else "NOT higher"
     assert notes[0] == (f"Claim: (seed 003) the two-teacher student beats the student alone "
-                        f"(mAP@0.5: {both:.4f} vs {student:.4f}) -> {verdict} on this one seed; set "
-                        f"config.num_seeds >= 3 to judge it against the seed-to-seed spread.")
+                        f"(mAP@0.5: {both:.4f} vs {student:.4f}) -> {verdict} on this one seed; a verdict "
+                        f"against the seed-to-seed spread needs config.num_seeds >= 3.")
     assert set(saved["summary"]["claims"]) == {"student_kd_both_vs_student", "student_kd_both_vs_student_kd_big",
                                                "student_kd_both_vs_student_kd_hr"}
     assert len(notes) == 4 and notes[3].startswith("Split 'test'; images/s = jitted inference at batch 16 on 8 device(s)")

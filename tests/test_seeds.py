@@ -89,7 +89,7 @@ def test_later_seeds_reuse_what_the_recipe_shares_and_a_rerun_trains_nothing(thr
 
 def test_the_claim_is_judged_against_the_spread_over_seeds(three_seeds):
     _, results = three_seeds
-    judged = results["summary"]["baseline_vs_student"]
+    judged = results["summary"]["claims"]["baseline_vs_student"]
     per_seed = results["over_seeds"]
     paired = -(np.array(per_seed["baseline"]["score"]["values"]) - np.array(per_seed["student"]["score"]["values"]))
     assert judged["gain"] == pytest.approx(paired.mean())  # lower is better: the sign is flipped
@@ -126,7 +126,7 @@ def test_judge_claims_verdicts(method, baseline, verdict, beyond):
 
 def test_one_seed_says_it_cannot_judge_the_spread():
     notes, summary = driver.judge_claims([Claim("m1", "b", "m")], table([{"m1": 0.3, "b": 0.1}]))
-    assert "set config.num_seeds >= 3" in notes[0] and summary["m1_vs_b"]["beyond_spread"] is False
+    assert "needs config.num_seeds >= 3" in notes[0] and summary["m1_vs_b"]["beyond_spread"] is False
 
 
 def test_a_bad_number_of_seeds_is_one_line():

@@ -198,3 +198,36 @@ def test_bad_arguments_raise_clear_errors():
         sf.sample_example(np.random.default_rng(0), sf.sample_identity(0, 0), 4)
     with pytest.raises(ValueError, match='index'):
         sf.generate_example(SMOKE, 'train', -1)
+
+
+def test_attributes_config_enlarges_the_cues_and_keeps_every_label():
+    from jaxface.data.faces.builder import visible_identity
+
+    attributes, default = sf.CONFIGS['attributes'], sf.CONFIGS['default']
+    assert attributes.split_sizes == default.split_sizes
+    # The first 600 train / validation examples belong to the same identities in both configs.
+    for split, index in (('train', 0), ('validation', 7)):
+        big, plain = (sf.generate_example(c, split, index) for c in (attributes, default))
+        for name in sf.FEATURE_DTYPES:
+            if name != 'image':
+                np.testing.assert_array_equal(big[name], plain[name], err_msg=name)
+        assert np.abs(big['image'].astype(int) - plain['image'].astype(int)).mean() > 5.0
+    assert attributes.identity_of('test', 599) == 3599 and attributes.identity_of('train', 3000) == 0
+    person, frontal = _frontal(3)
+    visible = visible_identity(attributes, person)
+    assert visible.face_value == person.face_value and visible_identity(default, person) is person
+    plain, big = sf.landmarks(person, frontal), sf.landmarks(visible, frontal)
+    # The head (eye spacing) 1.3x larger; the eyes' height difference 1.3 x 2.5 larger.
+    assert (big[1, 0] - big[0, 0]) / (plain[1, 0] - plain[0, 0]) == pytest.approx(attributes.face_zoom, rel=1e-3)
+    assert (big[1, 1] - big[0, 1]) / (plain[1, 1] - plain[0, 1]) == pytest.approx(
+        attributes.face_zoom * attributes.asymmetry_scale, rel=1e-3)
+    # Stronger smile cues: the smile changes more of the mouth region than at default's strength.
+    neutral = dataclasses.replace(frontal, smile=0, smile_amount=0.05)
+    smiling = dataclasses.replace(frontal, smile=1, smile_amount=0.7)
+    box = _mouth_box(person, [neutral, smiling, dataclasses.replace(smiling, smile_scale=attributes.smile_scale)])
+
+    def smile_change(scale):
+        images = [sf.render_face(person, dataclasses.replace(ex, smile_scale=scale)).astype(int) for ex in (neutral, smiling)]
+        return np.abs(images[1][box] - images[0][box]).mean()
+
+    assert smile_change(attributes.smile_scale) > 1.3 * smile_change(1.0)

@@ -6,7 +6,9 @@ Canonical arrays (`load_split`), N examples at the model's input size S:
               pose float32 [N, 3] (yaw, pitch, roll in degrees)
   subset      int32 [N], the curriculum set (1: independent labels, 2: + coupled, 3: large poses)
   train_mask  float32 [N, len(HEADS)], labels a training step may use
-  known       float32 [N, len(HEADS)], labels that exist (for evaluation)
+  known       float32 [N, len(HEADS)], labels that exist (for evaluation); synthetic_faces: every attribute,
+              and pose where the data set labels it (`pose_mask`, the large-pose subset 3): the near-frontal
+              faces' small angles are not a pose label of the data set
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def head_specs(dataset: str) -> dict[str, sf.AttributeSpec]:
     return specs
 
 
+def regression_scales(dataset: str) -> dict[str, float]:
+    """{regression head: label scale s_h} of `dataset` (the loss divides errors by it)."""
+    return {h: sf.LABEL_SCALES[h] for h, spec in head_specs(dataset).items() if spec.kind == "regression"}
+
+
 def class_names(dataset: str, head: str) -> tuple[str, ...]:
     names = CELEB_A_CLASS_NAMES if dataset == "celeb_a" else {}
     return names.get(head, CLASS_NAMES.get(head, ()))
@@ -46,8 +53,9 @@ def synthetic_to_canonical(examples: dict, image_size: int) -> dict:
     """Stacked `synthetic_faces` features -> the canonical arrays."""
     n = len(examples["image"])
     train_mask = np.concatenate([examples["label_mask"], examples["pose_mask"][:, None]], axis=1)
+    known = np.concatenate([np.ones((n, len(HEADS) - 1)), examples["pose_mask"][:, None]], axis=1)
     out = {"image": resize_images(examples["image"], image_size), "subset": examples["subset"].astype(np.int32),
-           "train_mask": train_mask.astype(np.float32), "known": np.ones((n, len(HEADS)), np.float32)}
+           "train_mask": train_mask.astype(np.float32), "known": known.astype(np.float32)}
     out.update({h: examples[h] for h in HEADS})
     return out
 

@@ -312,19 +312,20 @@ def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) 
     against and the note says so. Returns (notes, {claim.name(): {gain, bar, beyond_spread, ...}})."""
     import numpy as np
 
-    notes, summary = [], {}
-    for claim in claims:
+    notes, summary, names = [], {}, [c.name() for c in claims]
+    for claim in claims:  # claims on several columns of the same two rows are told apart by the column
+        key = claim.name() if names.count(claim.name()) == 1 else f"{claim.name()} [{claim.column}]"
         method, baseline = (column_over_seeds(results, row, claim.column) for row in (claim.method, claim.baseline))
         paired = (1.0 if claim.higher_is_better else -1.0) * (method - baseline)
         n, gain = len(paired), float(paired.mean())
         std = (lambda v: float(np.std(v, ddof=1))) if n > 1 else (lambda v: None)  # no spread on one seed
         bar = 2 * max(std(method), std(baseline)) if n > 1 else None
-        summary[claim.name()] = {
+        summary[key] = {
             "gain": gain, "paired_std": std(paired), "bar": bar, "positive_in": int((paired > 0).sum()), "seeds": n,
             "beyond_spread": bar is not None and gain >= bar, "holds_on_average": bool(gain > 0)}
         if n == 1:
-            verdict = f"{'higher' if gain > 0 else 'NOT higher'} on this one seed; set config.num_seeds >= 3 to " \
-                      "judge it against the seed-to-seed spread"
+            verdict = f"{'higher' if gain > 0 else 'NOT higher'} on this one seed; a verdict against the " \
+                      "seed-to-seed spread needs config.num_seeds >= 3"
             figures = f"{method[0]:.4f} vs {baseline[0]:.4f}"
         else:
             verdict = "holds beyond the spread" if gain >= bar else \
@@ -356,9 +357,10 @@ def _write_seed_report(recipe: Recipe, config, out_dir: str, runs, results: list
     seeds = [c.seed for _, c in runs]
     rows, stats = aggregate_over_seeds(results, seeds)
     summaries = [r["summary"] for r in results]
-    notes, summary = summarize_summaries(summaries)
+    notes, summary = summarize_summaries(summaries)  # the recipe's own per-seed verdicts, counted
     if recipe_claims(recipe, config):
-        notes, summary = judge_claims(recipe_claims(recipe, config), results)
+        claim_notes, summary["claims"] = judge_claims(recipe_claims(recipe, config), results)
+        notes = claim_notes + notes
     per_seed = ", ".join(os.path.relpath(w, out_dir) if w.startswith(out_dir) else w for w, _ in runs)
     notes = [f"Mean ± std (sample, ddof=1) over {len(seeds)} seeds {seeds}; each seed's own table and "
              f"figures: {per_seed}.", *notes]

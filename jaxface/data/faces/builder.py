@@ -40,6 +40,8 @@ class SyntheticFacesConfig(tfds_builder.GeneratedConfig):
       asymmetry_scale: the drawn left/right asymmetries (`ASYMMETRIES`) times this in the image; the
         face_value label is unchanged (it reads the asymmetries in units of their sampling sd), so
         only how visible the geometry behind it is changes.
+      smile_scale: every smile cue (mouth opening onto teeth, raised corners, wider mouth, narrowed eyes,
+        cheek blush) this many times stronger per unit of `smile_amount`; labels unchanged.
     """
 
     image_size: int = 112
@@ -48,6 +50,7 @@ class SyntheticFacesConfig(tfds_builder.GeneratedConfig):
     seed: int = 0
     face_zoom: float = 1.0
     asymmetry_scale: float = 1.0
+    smile_scale: float = 1.0
 
     def identity_of(self, split: str, index: int) -> int:
         """Identity of example `index` of `split`: round-robin over the split's identity range."""
@@ -66,14 +69,16 @@ CONFIGS = {
         name='smoke', image_size=112, num_train=96, num_validation=24, num_test=24,
         num_train_identities=12, num_test_identities=4,
         description='Tiny variant for tests: 12 train/validation identities, 4 test identities.'),
-    # `default`'s identities and examples with the cues large enough to read at 56x56 (the multi-task
-    # recipe): at default's scale the asymmetries that carry ~94% of face_value's variance move features
-    # by 0.3-0.7 px at 56x56, and the open mouth of a smile is ~1 px high.
+    # For the multi-task recipe at 56x56, where `default` hides the coupled attributes: its asymmetries,
+    # ~94% of face_value's variance, move features by 0.3-0.7 px; a smile opens the mouth by ~1 px; and
+    # face_value, an identity's label, has only 600 distinct training values. Here the cues are larger
+    # and there are 3000 training identities (2 images each), 600 test identities (1 each).
     'attributes': SyntheticFacesConfig(
         name='attributes', image_size=112, num_train=6000, num_validation=600, num_test=600,
-        num_train_identities=600, num_test_identities=60, face_zoom=1.3, asymmetry_scale=2.5,
-        description='default with the head 1.3x larger in the frame and the left/right asymmetries 2.5x '
-                    'larger (same labels), so the cues of smile and face value are visible at 56x56.'),
+        num_train_identities=3000, num_test_identities=600, face_zoom=1.3, asymmetry_scale=2.5, smile_scale=1.5,
+        description='For face attributes at 56x56: the head 1.3x larger in the frame, asymmetries 2.5x and '
+                    'smile cues 1.5x stronger (same labels); 3000 train/validation identities (2 train images '
+                    'each, validation: 1 image of each of the first 600), 600 test identities (1 image each).'),
 }
 
 
@@ -104,6 +109,8 @@ def generate_example(config: SyntheticFacesConfig, split: str, index: int) -> di
     identity = config.identity_of(split, index)
     person = visible_identity(config, sample_identity(config.seed, identity))
     ex = sample_example(rng, person, subset)
+    if config.smile_scale != 1.0:
+        ex = dataclasses.replace(ex, smile_scale=config.smile_scale)
     labelled = SUBSET_ATTRIBUTES[subset]
     return {
         'image': render_face(person, ex, config.image_size),
@@ -128,7 +135,8 @@ class SyntheticFaces(tfds_builder.GeneratedBuilder):
 
     VERSION = tfds.core.Version('1.1.0')
     RELEASE_NOTES = {'1.0.0': 'Initial release.',
-                     '1.1.0': "Config 'attributes' (face_zoom, asymmetry_scale); default and smoke unchanged."}
+                     '1.1.0': "Config 'attributes' (face_zoom, asymmetry_scale, smile_scale, 3000 "
+                            "identities); default and smoke unchanged."}
     BUILDER_CONFIGS = list(CONFIGS.values())
     DEFAULT_CONFIG_NAME = 'default'
 

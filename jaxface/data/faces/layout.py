@@ -44,7 +44,7 @@ def face_layout(person: IdentityParams, ex: ExampleParams, side: int) -> FaceLay
     b = a * prop['aspect']
     c = a * person.depth
     age_t = age_fraction(ex.age)
-    smile = ex.smile_amount
+    smile = ex.smile_amount * ex.smile_scale
     eyes = []
     for sign in (-1, 1):
         half_w = prop['eye_width'] * a / 2 * (1.0 + sign * asym['eye_size_diff'] / 2)

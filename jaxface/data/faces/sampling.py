@@ -144,6 +144,7 @@ class ExampleParams:
     head_offset: tuple    # (dx, dy) fraction of the canvas
     head_scale: float
     noise_seed: int
+    smile_scale: float = 1.0  # strength of every smile cue per unit of smile_amount (a builder config's, not drawn)
 
 
 def _random_muted_colour(rng: np.random.Generator, low: int = 40, high: int = 220) -> tuple:

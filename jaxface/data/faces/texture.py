@@ -44,7 +44,7 @@ def face_texture(person: IdentityParams, ex: ExampleParams, layout: FaceLayout, 
     prop, asym = person.proportions, person.asymmetries
     dark = skin * 0.55
     line_w = max(1, int(round(1.6 * k)))
-    smile = ex.smile_amount
+    smile = ex.smile_amount * ex.smile_scale
 
     # Cheek blush (smiles raise and redden the cheeks; some women wear blush).
     blush = 0.6 * smile + (0.3 if person.gender == 0 else 0.0)
