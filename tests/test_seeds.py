@@ -153,3 +153,16 @@ def test_rows_sharing_a_first_column_are_named_by_their_text_and_claims_select_t
     results[2]["rows"][0]["model"] = "c"
     with pytest.raises(ValueError, match="seed 2's results table has other rows than seed 0's"):
         driver.aggregate_over_seeds(results, [0, 1, 2])
+
+
+def test_reproduce_runs_each_recipe_over_seeds_and_reports_its_claims(tmp_path):
+    from experiments import reproduce
+
+    found = reproduce.run_recipes({"toy": (toy_recipe(), toy_config(1))}, str(tmp_path), seeds=2)
+    md = reproduce.write_report(found, str(tmp_path), 2, "default")
+    assert (tmp_path / "toy" / "seed_6" / "results.json").exists() and not (tmp_path / "toy" / "seed_7").exists()
+    judged = found["toy"]["results"]["summary"]["claims"]["baseline_vs_student"]
+    assert f"- baseline_vs_student: gain {judged['gain']:+.4g}" in md and "of 2 seeds" in md
+    assert "| student | " in md and (tmp_path / "RESULTS.md").read_text() == md
+    assert json.loads((tmp_path / "RESULTS.json").read_text())["toy"]["seeds"] == [5, 6]
+    assert reproduce.main(["--recipes=distill,nope"]) == 2

@@ -364,8 +364,9 @@ def _write_seed_report(recipe: Recipe, config, out_dir: str, runs, results: list
     per_seed = ", ".join(os.path.relpath(w, out_dir) if w.startswith(out_dir) else w for w, _ in runs)
     notes = [f"Mean ± std (sample, ddof=1) over {len(seeds)} seeds {seeds}; each seed's own table and "
              f"figures: {per_seed}.", *notes]
-    writers.write_results(out_dir, title=f"{results[0]['title']} ({len(seeds)} seeds)", columns=results[0]["columns"], rows=rows, notes=notes,
+    title = f"{results[0]['title']} ({len(seeds)} seeds)"
+    writers.write_results(out_dir, title=title, columns=results[0]["columns"], rows=rows, notes=notes,
                           extra={"seeds": seeds, "over_seeds": stats, "per_seed_summary": summaries,
                                  "summary": summary})
-    return {"summary": summary, "columns": results[0]["columns"], "rows": rows, "seeds": seeds,
+    return {"title": title, "summary": summary, "columns": results[0]["columns"], "rows": rows, "seeds": seeds,
             "over_seeds": stats, "per_seed_summary": summaries}
