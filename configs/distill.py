@@ -1,7 +1,6 @@
 r"""Two-teacher detector distillation (seed 003) on the offline synthetic hand-gesture set.
 
-  python -m experiments.run --config=configs/distill.py --workdir=runs/distill          # 3 student seeds, ~20 min
-                                                                                         # on 2 loaded cores
+  python -m experiments.run --config=configs/distill.py --workdir=runs/distill          # 3 student seeds, 11 min
   python -m experiments.run --config=configs/distill.py:smoke --workdir=/tmp/distill    # < 1 min, used by tests
   python -m experiments.run --config=configs/distill.py:lr128 --workdir=runs/distill128  # accelerators
 

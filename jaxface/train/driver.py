@@ -164,9 +164,10 @@ def evaluate_run(recipe: Recipe, config, workdir: str, *, split: str, out_dir: s
     mesh = devices.make_mesh() if mesh is None else mesh
     if loop.num_seeds(config) > 1:
         runs = seed_runs(recipe, config, workdir)
-        results = [evaluate_run(recipe, c, w, split=split, out_dir=os.path.join(out_dir, os.path.basename(w)),
-                                which=which, mesh=mesh) for w, c in runs]
-        return _write_seed_report(recipe, config, out_dir, runs, results)
+        outs = [os.path.join(out_dir, os.path.basename(w)) for w, _ in runs]
+        results = [evaluate_run(recipe, c, w, split=split, out_dir=o, which=which, mesh=mesh)
+                   for (w, c), o in zip(runs, outs)]
+        return _write_seed_report(recipe, config, out_dir, [(o, c) for o, (_, c) in zip(outs, runs)], results)
     data = recipe.load_data(config)
     imported = recipe.imported_stages(config) if hasattr(recipe, "imported_stages") else {}
     stages = recipe.make_stages(config, data)
@@ -354,6 +355,7 @@ def summarize_summaries(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[st
 
 
 def _write_seed_report(recipe: Recipe, config, out_dir: str, runs, results: list[dict]) -> dict:
+    """`out_dir`/results.{json,md} over the seeds; runs: [(the folder of that seed's results, its config)]."""
     seeds = [c.seed for _, c in runs]
     rows, stats = aggregate_over_seeds(results, seeds)
     summaries = [r["summary"] for r in results]
