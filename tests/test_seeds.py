@@ -115,6 +115,7 @@ def table(values_by_seed):
     ((0.30, 0.31, 0.29), (0.10, 0.11, 0.09), "holds beyond the spread", True),
     ((0.12, 0.20, 0.10), (0.10, 0.11, 0.09), "holds on average, inside the spread", False),
     ((0.09, 0.10, 0.08), (0.10, 0.11, 0.09), "does NOT hold", False),
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), "does NOT hold", False),  # no gain and no spread is no claim
 ])
 def test_judge_claims_verdicts(method, baseline, verdict, beyond):
     results = table([{"m1": a, "b": b} for a, b in zip(method, baseline)])
@@ -150,7 +151,10 @@ def test_rows_sharing_a_first_column_are_named_by_their_text_and_claims_select_t
     assert summary["mutual_a_vs_self_a"]["gain"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match=r"2 rows of the results table match \{'arm': 'mutual'\}"):
         driver.judge_claims([Claim("mutual", "self", "ap")], results)
-    results[2]["rows"][0]["model"] = "c"
+    results[2]["rows"][1]["model"] = "c"  # e.g. the network a selection chose: shown per seed
+    rows, _ = driver.aggregate_over_seeds(results, [0, 1, 2])
+    assert rows[1]["model"] == "b / b / c" and rows[0]["model"] == "a"
+    results[2]["rows"][2]["arm"] = "ellipse"
     with pytest.raises(ValueError, match="seed 2's results table has other rows than seed 0's"):
         driver.aggregate_over_seeds(results, [0, 1, 2])
 

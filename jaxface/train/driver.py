@@ -81,7 +81,8 @@ def train_and_evaluate(recipe: Recipe, config, workdir: str, mesh=None) -> dict:
         with loop.WorkdirLock(workdir):
             if jax.process_index() == 0:  # what `experiments.evaluate` / `predict` read back
                 os.makedirs(workdir, exist_ok=True)
-                writers.write_text_atomically(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
+                writers.write_text_atomically(os.path.join(workdir, "config.json"),
+                                              config.to_json_best_effort(indent=1))
             runs = seed_runs(recipe, config, workdir)
             results = [train_and_evaluate(recipe, c, w, mesh) for w, c in runs]
             return _write_seed_report(recipe, config, workdir, runs, results)
@@ -197,7 +198,8 @@ def export_run(recipe: Recipe, config, workdir: str, out_dir: str) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     ocp.PyTreeCheckpointer().save(os.path.join(os.path.abspath(out_dir), "model"),
                                   {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
-    info = {"recipe": config.recipe, "stage": stage, "model": model, "workdir": workdir, "input": recipe.input_format(config),
+    info = {"recipe": config.recipe, "stage": stage, "model": model, "workdir": workdir,
+            "input": recipe.input_format(config),
             "jax": jax.__version__, "config": config.to_dict()}
     if jax.process_index() == 0:
         writers.write_text_atomically(os.path.join(out_dir, "model.json"), json.dumps(info, indent=1))
@@ -238,26 +240,27 @@ def _row_labels(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> li
 
 
 def aggregate_over_seeds(results: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> tuple[list, dict]:
-    """The rows of several seeds' results tables (same columns, same rows in the same order; a row's
-    non-numeric cells must agree): (display rows, {row name: {column: {'mean', 'std', 'values'}}}), a row
-    named by `_row_labels`. A numeric column that differs between seeds shows 'mean ± std' (sample std,
-    ddof=1); one identical in every seed (e.g. a teacher shared by the seeds, a parameter count) its value."""
+    """The rows of several seeds' results tables (same columns, same rows in the same order: their first
+    columns must agree): (display rows, {row name: {column: {'mean', 'std', 'values'}}}), a row named by
+    `_row_labels`. A numeric column that differs between seeds shows 'mean ± std' (sample std, ddof=1); one
+    identical in every seed (e.g. a teacher shared by the seeds, a parameter count) its value; text that
+    differs (e.g. the network a selection chose) each seed's, joined by ' / '."""
     import numpy as np
 
     columns, first_rows = results[0]["columns"], results[0]["rows"]
     for seed, res in zip(seeds, results):
-        same = len(res["rows"]) == len(first_rows) and all(
-            {c: v for c, v in a.items() if not _is_number(v)} == {c: v for c, v in b.items() if not _is_number(v)}
-            for a, b in zip(res["rows"], first_rows))
-        if not same:
+        if len(res["rows"]) != len(first_rows) or any(a.get(columns[0]) != b.get(columns[0])
+                                                      for a, b in zip(res["rows"], first_rows)):
             raise ValueError(f"seed {seed}'s results table has other rows than seed {seeds[0]}'s: cannot average them")
     display, stats = [], {}
     for i, (label, first) in enumerate(zip(_row_labels(columns, first_rows), first_rows)):
         shown, stats[label] = {}, {}
         for column in columns:
             values = [res["rows"][i].get(column) for res in results]
-            if not all(_is_number(v) for v in values) or len(set(values)) == 1:
-                shown[column] = first.get(column, "")
+            if not all(_is_number(v) for v in values) or len(set(map(str, values))) == 1:
+                # text that differs between seeds (e.g. which network a selection chose) shows every seed's
+                shown[column] = first.get(column, "") if len(set(map(str, values))) == 1 else \
+                    " / ".join(map(str, values))
                 continue
             mean, std = float(np.mean(values)), float(np.std(values, ddof=1))
             stats[label][column] = {"mean": mean, "std": std, "values": [float(v) for v in values]}
@@ -309,8 +312,8 @@ def recipe_claims(recipe: Recipe, config) -> tuple:
 def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
     """Each claim over the seeds' results: gain = mean(method) - mean(baseline) (sign flipped when lower is
     better), the paired gain's mean ± std, and whether it holds beyond the seed-to-seed spread:
-    gain >= 2 x max(std(method), std(baseline)) (sample stds). With one seed there is no spread to judge
-    against and the note says so. Returns (notes, {claim.name(): {gain, bar, beyond_spread, ...}})."""
+    gain > 0 and gain >= 2 x max(std(method), std(baseline)) (sample stds). With one seed there is no spread
+    to judge against and the note says so. Returns (notes, {claim.name(): {gain, bar, beyond_spread, ...}})."""
     import numpy as np
 
     notes, summary, names = [], {}, [c.name() for c in claims]
@@ -323,13 +326,13 @@ def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) 
         bar = 2 * max(std(method), std(baseline)) if n > 1 else None
         summary[key] = {
             "gain": gain, "paired_std": std(paired), "bar": bar, "positive_in": int((paired > 0).sum()), "seeds": n,
-            "beyond_spread": bar is not None and gain >= bar, "holds_on_average": bool(gain > 0)}
+            "beyond_spread": bar is not None and gain > 0 and gain >= bar, "holds_on_average": bool(gain > 0)}
         if n == 1:
             verdict = f"{'higher' if gain > 0 else 'NOT higher'} on this one seed; a verdict against the " \
                       "seed-to-seed spread needs config.num_seeds >= 3"
             figures = f"{method[0]:.4f} vs {baseline[0]:.4f}"
         else:
-            verdict = "holds beyond the spread" if gain >= bar else \
+            verdict = "holds beyond the spread" if 0 < gain and bar <= gain else \
                 "holds on average, inside the spread" if gain > 0 else "does NOT hold"
             figures = (f"{method.mean():.4f} ± {std(method):.4f} vs {baseline.mean():.4f} ± {std(baseline):.4f}; "
                        f"paired gain {gain:+.4f} ± {std(paired):.4f}, positive in {int((paired > 0).sum())} of {n} "
