@@ -32,6 +32,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.recipe = "mutual"
     c.seed = 0
+    c.num_seeds = 1  # --config.num_seeds=3: seeds 0-2 in <workdir>/seed_<k>/, a mean ± std table
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic_cells"

@@ -32,6 +32,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.recipe = "semi_distill"
     c.seed = 0  # also picks the labeled examples
+    c.num_seeds = 1  # --config.num_seeds=3: seeds 0-2 in <workdir>/seed_<k>/, a mean ± std table
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "gesture_crops"

@@ -29,6 +29,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.recipe = "sr_recognition"
     c.seed = 0
+    c.num_seeds = 1  # --config.num_seeds=3: seeds 0-2 in <workdir>/seed_<k>/, a mean ± std table
     c.cascade_from = "joint"  # the arm whose SR + recognizer the exported cascade joins: 'joint' (seed) or 'joint_e2e'
 
     c.data = ml_collections.ConfigDict()

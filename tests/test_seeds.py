@@ -170,3 +170,13 @@ def test_reproduce_runs_each_recipe_over_seeds_and_reports_its_claims(tmp_path):
     assert "| student | " in md and (tmp_path / "RESULTS.md").read_text() == md
     assert json.loads((tmp_path / "RESULTS.json").read_text())["toy"]["seeds"] == [5, 6]
     assert reproduce.main(["--recipes=distill,nope"]) == 2
+
+
+def test_every_config_takes_num_seeds_from_the_command_line():
+    import importlib
+
+    from jaxface.recipes import RECIPES
+
+    for name in RECIPES:  # a locked config refuses a key it lacks: `--config.num_seeds=3` needs it there
+        config = importlib.import_module(f"configs.{name}").get_config()
+        assert isinstance(config.num_seeds, int) and config.num_seeds >= 1, name
