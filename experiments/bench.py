@@ -1,79 +1,118 @@
-r"""Does the training core cost anything, and can the input pipeline keep up? Times the two-teacher
-distillation step as the core runs it (shard_map over the mesh, TrainState, per-device key, metric pmean)
-against a bare `jax.jit` step of the same networks, losses and optimizer, in one process, and prints the
-ratio (target >= 0.97); then times the stage's own batch source (the real train split, target encoding
-included) in one thread and prints its examples/s beside what the step consumes.
+r"""Does the training core cost anything, and can the input pipeline keep up? For any recipe, times the
+train step of its main method's stage as the core runs it (`devices.compile_step`: shard_map over the mesh,
+TrainState, per-device key, metric pmean, control word) against a bare `jax.jit` step of the same networks,
+losses and optimizer on one device (`experiments/bare_steps.py`), both on a real batch of the stage's own
+data source, and prints the ratio (target >= 0.97; per device when the mesh has several). Before timing,
+both steps must log the same losses at steps 1-3 from the same initial variables (relative 1e-4): the
+proof that the bare step does the same computation. Then the stage's batch source is timed on the host
+in one thread, its examples/s printed beside what the core's step consumes.
 
-  python -m experiments.bench --config=configs/distill.py --steps=50
-  python -m experiments.bench --config=configs/distill.py:lr128 --steps=100      # GPU
+  python -m experiments.bench --config=configs/distill.py --steps=50 --repeats=5          # student_kd_both
+  python -m experiments.bench --config=configs/multitask.py --steps=50 --repeats=5        # stage3
+  python -m experiments.bench --config=configs/mutual.py --steps=50 --repeats=5           # mutual_r1
+  python -m experiments.bench --config=configs/semi_distill.py --steps=50 --repeats=5     # semi_kd_p10
+  python -m experiments.bench --config=configs/sr_recognition.py --steps=50 --repeats=5   # joint
+  python -m experiments.bench --config=configs/distill.py --stage=student_kd_hr           # another stage
+  python -m experiments.bench --config=configs/distill.py:lr128 --steps=100               # GPU
+  python -m experiments.bench --config=configs/mutual.py:smoke --steps=2 --repeats=1 --pipeline_steps=5
+
+Stages read by the timed one (teachers, the previous round or curriculum stage) are used at their initial
+weights, untrained: the speed does not depend on them. Data sets are prepared on first use into
+`config.data.data_dir` (`--config.data.data_dir=DIR`), as `experiments.run` does.
 """
 
+import os
+import sys
 import time
 
 import jax
 import numpy as np
-import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxface.data import synthetic_gestures
-from jaxface.losses import centernet_loss, feature_distillation_loss, head_distillation_loss
-from jaxface.recipes import distill
-from jaxface.train import devices
-from jaxface.train.optimizers import make_optimizer
+from experiments import bare_steps
+from jaxface.recipes import get_recipe
+from jaxface.train import devices, loop
 from jaxface.train.state import TrainState
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file, optionally `path.py:variant`.",
+                                          lock_config=True)
+_STAGE = flags.DEFINE_string("stage", None, "Stage whose step is timed (default: the main method's, MAIN_STAGE).")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per variant (after 3 warm-up steps).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating timing rounds; the best of each is kept.")
 _PIPELINE_STEPS = flags.DEFINE_integer("pipeline_steps", 200, "Batches read to time the input pipeline (0: skip).")
 
+LOSS_RTOL, CHECKED_STEPS = 1e-4, 3
+MAIN_STAGE = {  # the stage of each recipe's main method (semi_distill: at its largest label fraction)
+    "distill": lambda c: "student_kd_both", "multitask": lambda c: "stage3", "mutual": lambda c: "mutual_r1",
+    "sr_recognition": lambda c: "joint",
+    "semi_distill": lambda c: "semi_kd_" + max(c.data.label_fractions, key=c.data.label_fractions.get)}
+HOST_WORK = {  # what each recipe's batch source does on the host, for the pipeline line
+    "distill": lambda c: f"{c.data.builder_config} train split {'in memory' if c.data.in_memory else 'on disk'}, "
+                         "CenterNet targets encoded",
+    "multitask": lambda c: "faces in memory, label masks", "mutual": lambda c: "cells in memory, fused labels",
+    "semi_distill": lambda c: "labeled + unlabeled crops, weak and strong views",
+    "sr_recognition": lambda c: "P identities x K faces, each blurred and downsampled"}
 
-def synthetic_batch(config, batch_size: int) -> dict:
-    """Random images with real CenterNet targets from generated scenes (no data set needed)."""
-    examples = [synthetic_gestures.generate_example("train", i, lr_size=distill._input_size(config))
-                for i in range(batch_size)]
-    batch = {k: np.stack([np.asarray(e[k]) for e in examples]) for k in ("image", "image_hr", "boxes", "labels")}
-    return distill._with_targets(batch, output_size=distill._output_size(config), keep=("image", "image_hr"))
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
-def bare_step_fn(config):
-    """The same computation as the recipe's student_kd_both step, written as one plain jitted function."""
-    student = distill.build_detector(config, "student", train=False).clone(bn_axis_name=None)
-    teachers = {t: distill.build_detector(config, f"teacher_{t}", train=False) for t in distill.TEACHERS}
-    adapters = {t: distill.FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"]))
-                for t in distill.TEACHERS}
-    tx = make_optimizer(config.optimizer, 10_000)
+def parse_flags(argv):
+    """absl's parser; a config file, variant or override that does not load is one line (exit code 2)."""
+    try:
+        parsed = flags.FLAGS(argv)
+        _CONFIG.value.recipe  # ml_collections defers the failure to load a file to the first access
+        return parsed
+    except flags.Error as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        fail(lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}")
+    except OSError:
+        path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "configs/distill.py")
+        configs = sorted(f"configs/{f}" for f in os.listdir("configs") if f.endswith(".py") and f[0] != "_") \
+            if os.path.isdir("configs") else ["(none here: run from the repository root)"]
+        fail(f"--config={path} could not be loaded (no such file?); allowed: {', '.join(configs)}")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections: a misspelt key, a wrong type
+        fail("bad config override: " + " ".join(str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").split()))
 
-    def step(params, stats, opt_state, frozen, batch):
-        t_out = {t: teachers[t].apply(frozen[t], batch[distill.IMAGE_KEY[f"teacher_{t}"]], train=False)
-                 for t in teachers}
 
-        def loss_fn(p):
-            out, upd = student.apply({"params": p["student"], "batch_stats": stats}, batch["image"], train=True,
-                                     mutable=["batch_stats"])
-            loss, _ = centernet_loss(out["heads"], batch, wh_weight=config.loss.wh_weight,
-                                     offset_weight=config.loss.offset_weight)
-            for t in teachers:
-                adapted = adapters[t].apply({"params": p[f"adapter_{t}"]}, out["features"])
-                feat = feature_distillation_loss(adapted, t_out[t]["features"])
-                w = config.loss
-                head = head_distillation_loss(out["heads"], t_out[t]["heads"], batch["mask"],
-                                              wh_weight=w.wh_weight, offset_weight=w.offset_weight)[0]
-                loss += (w[f"feature_weight_{t}"] * feat + w[f"head_weight_{t}"] * head) / len(teachers)
-            return loss, upd["batch_stats"]
+def recipe_and_stage(config, stage_name):
+    """(recipe name, the stage to time, {name: stage}); a bad recipe, config or stage is one error line."""
+    name = config.recipe
+    if name not in bare_steps.BARE_STEPS:
+        fail(f"config.recipe={name!r} has no bare step; allowed: {', '.join(bare_steps.BARE_STEPS)}")
+    recipe = get_recipe(name)
+    try:
+        recipe.validate_config(config)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        fail(str(e))
+    stages = {s.name: s for s in recipe.make_stages(config, recipe.load_data(config))}
+    trained = [s for s, stage in stages.items() if not stage.is_derived]
+    stage_name = stage_name or MAIN_STAGE[name](config)
+    if stage_name not in trained:
+        fail(f"--stage={stage_name} is not a trained stage of {name}; allowed: {', '.join(trained)}")
+    return name, stages[stage_name], stages
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        new_params, new_opt = {}, {}
-        for name in params:
-            updates, new_opt[name] = tx.update(grads[name], opt_state[name], params[name])
-            new_params[name] = optax.apply_updates(params[name], updates)
-        return new_params, stats, new_opt, loss
 
-    return jax.jit(step, donate_argnums=(0, 1, 2)), tx
+def untrained_loader(stages: dict, key):
+    """load(stage) -> that stage's models at their initial weights (memoised): what a stage reads from
+    earlier ones (teachers, the previous round or curriculum stage), without training them."""
+    made = {}
+
+    def load(name):
+        if name not in stages:
+            fail(f"the stage reads {name!r}, which this config does not train (read from another run?)")
+        if name not in made:
+            made[name] = jax.device_get(stages[name].init(key, load))
+        return made[name]
+
+    return load
 
 
 def time_steps(run_one, steps: int) -> float:
+    """Seconds per call of `run_one` over `steps` calls, after 3 warm-up calls."""
     for _ in range(3):
         out = run_one()
     jax.block_until_ready(out)
@@ -84,67 +123,83 @@ def time_steps(run_one, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def main(argv):
-    config = _CONFIG.value
-    mesh = devices.make_mesh()
-    batch_np = synthetic_batch(config, config.train.batch_size)
-    stage = next(s for s in distill.make_stages(config, {"train": [None]}) if s.name == "student_kd_both")
-    variables = stage.init(jax.random.key(0), None)
-    frozen = {t: distill._init_detector(config, f"teacher_{t}", jax.random.key(i))
-              for i, t in enumerate(distill.TEACHERS)}
+def core_runner(stage, variables, frozen, batch_np, mesh, rng):
+    """run() -> loss of one step as the core runs it: `compile_step` over the mesh, TrainState, control word."""
+    state = devices.replicate(TrainState.create(variables=variables, tx=stage.optimizers, rng=rng), mesh)
+    frozen, batch = devices.replicate(frozen, mesh), devices.shard_batch(batch_np, mesh)
+    step, sync, no_stop = devices.compile_step(stage.step, mesh), devices.needs_step_sync(mesh), \
+        devices.stop_flags(mesh)[False]
 
-    # the core's path
-    state = devices.replicate(TrainState.create(variables=variables, tx=stage.optimizers, rng=jax.random.key(0)),
-                              mesh)
-    frozen_dev = devices.replicate(frozen, mesh)
-    batch = devices.shard_batch(batch_np, mesh)
-    core_step = devices.compile_step(stage.step, mesh)
-    sync = devices.needs_step_sync(mesh)
-    no_stop = devices.stop_flags(mesh)[False]
-
-    def run_core(step=core_step):
+    def run():
         nonlocal state
-        state, metrics, _ = step(state, frozen_dev, batch, no_stop)
-        if sync:
+        state, metrics, _ = step(state, frozen, batch, no_stop)
+        if sync:  # simulated CPU devices deadlock otherwise (STACK-NOTES)
             jax.block_until_ready(state)
-        return metrics
+        return metrics["loss"]
 
-    # the bare path, on one device (the core's mesh may have several on accelerators: compare per device)
-    bare, tx = bare_step_fn(config)
-    params = jax.device_put({k: v["params"] for k, v in variables.items()})
-    stats = jax.device_put(variables["student"]["batch_stats"])
-    opt_state = {k: tx.init(p) for k, p in params.items()}
-    bare_batch, bare_frozen = jax.device_put(batch_np), jax.device_put(frozen)
+    return run
 
-    def run_bare():
-        nonlocal params, stats, opt_state
-        params, stats, opt_state, loss = bare(params, stats, opt_state, bare_frozen, bare_batch)
+
+def bare_runner(bare: bare_steps.Bare, variables, frozen, batch_np):
+    """run() -> loss of one step of the bare jitted step, on one device."""
+    carry = (*jax.device_put(bare.init(variables)), jax.device_put(np.int32(0)))
+    frozen, batch = jax.device_put(frozen), jax.device_put(batch_np)
+
+    def run():
+        nonlocal carry
+        *carry, loss = bare.step(*carry, frozen, batch)
         return loss
 
-    n_dev = mesh.devices.size
+    return run
+
+
+def main(argv):
+    config = _CONFIG.value
+    recipe, stage, stages = recipe_and_stage(config, _STAGE.value)
+    mesh = devices.make_mesh()
+    init_key, state_key, load_key = jax.random.split(loop.seed_key(config.seed), 3)
+    load = untrained_loader(stages, load_key)
+    # host copies: each path gets buffers of its own (both donate theirs)
+    variables, frozen = jax.device_get(stage.init(init_key, load)), jax.device_get(stage.frozen(load))
+    source = stage.resolve_data(load)
+    batch_np = source.local_batch(0)  # real data: the stage's first batch, every step
+    run_core = core_runner(stage, variables, frozen, batch_np, mesh, state_key)
+    # one device (the core's mesh may have several on accelerators: compare per device)
+    run_bare = bare_runner(bare_steps.BARE_STEPS[recipe](config, stage), variables, frozen, batch_np)
+
+    n_dev, b = mesh.devices.size, source.global_batch_size
+    print(f"device: {devices.describe(mesh)}")
+    print(f"{stage.name} train step ({recipe}), batch {b}, best of {_REPEATS.value} x {_STEPS.value} steps")
+    # from the same variables: step 1 checks the loss, steps 2-3 the update (with a warmup the first has rate 0)
+    check_same_loss(*([float(run()) for _ in range(CHECKED_STEPS)] for run in (run_core, run_bare)))
     core_t, bare_t = [], []
     for _ in range(_REPEATS.value):  # alternate so drifts in machine load hit both alike
         core_t.append(time_steps(run_core, _STEPS.value))
         bare_t.append(time_steps(run_bare, _STEPS.value))
-    b = config.train.batch_size
     core_ips, bare_ips = b / min(core_t), b / min(bare_t)
-    print(f"device: {devices.describe(mesh)}")
-    print(f"student_kd_both train step, batch {b}, best of {_REPEATS.value} x {_STEPS.value} steps")
     print(f"  {f'core (shard_map over {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
     print(f"  {'bare jax.jit (1 device):':38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
     print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
     if _PIPELINE_STEPS.value:
-        rate = pipeline_examples_per_second(config, _PIPELINE_STEPS.value)
-        print(f"input pipeline (student_kd_both batches: {config.data.builder_config} train split, "
-              f"{'in memory' if config.data.in_memory else 'on disk'}, CenterNet targets; one thread): "
+        rate, work = pipeline_examples_per_second(source, _PIPELINE_STEPS.value), HOST_WORK[recipe](config)
+        print(f"input pipeline ({stage.name} batches: {type(source).__name__}, {work}; one thread): "
               f"{rate:9.1f} examples/s = {rate / core_ips:.2f}x what the core's step consumes")
 
 
-def pipeline_examples_per_second(config, steps: int) -> float:
-    """Examples/s of the `student_kd_both` stage's batch source over `steps` consecutive batches."""
-    data = distill.load_data(config)
-    source = next(s for s in distill.make_stages(config, data) if s.name == "student_kd_both").data
-    source.local_batch(0)  # first epoch's permutation
+def check_same_loss(core: list, bare: list) -> None:
+    """Same variables, same batch: a bare step that computes the same thing logs the same losses."""
+    gap = max(abs(c - b) / max(abs(c), 1e-12) for c, b in zip(core, bare))
+    same = f" <= {LOSS_RTOL:.0e}: same computation" if gap <= LOSS_RTOL else ""
+    print(f"  loss at steps 1-{len(core)}: core {', '.join(f'{x:.7g}' for x in core)}; "
+          f"bare {', '.join(f'{x:.7g}' for x in bare)} (relative difference {gap:.1e}{same})")
+    if not same:
+        print(f"error: the bare step's loss differs from the core's by {gap:.1e} > {LOSS_RTOL:.0e}: it does not "
+              f"do the same computation (experiments/bare_steps.py)", file=sys.stderr)
+        sys.exit(1)
+
+
+def pipeline_examples_per_second(source, steps: int) -> float:
+    """Examples/s of the stage's batch source over `steps` consecutive batches after the first."""
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         source.local_batch(step)
@@ -152,4 +207,4 @@ def pipeline_examples_per_second(config, steps: int) -> float:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
