@@ -25,7 +25,6 @@ from jaxface.losses import (centernet_loss, feature_distillation_loss, global_ra
                             kd_logit_loss, masked_pixel_cross_entropy, pairwise_margin_loss, soft_dice_loss)
 from jaxface.losses.attributes import multi_head_attribute_loss
 from jaxface.losses.reconstruction import reconstruction_loss
-from jaxface.models import FeatureAdapter
 from jaxface.models.attributes import to_label_units
 from jaxface.models.super_resolution import to_unit
 from jaxface.recipes import distill, multitask, mutual, semi_distill, sr_recognition
@@ -70,7 +69,7 @@ def distill_step(config, stage) -> Bare:
     model, teachers, w = distill.MODEL_OF[stage.name], distill.KD_STAGES.get(stage.name, ()), config.loss
     net = distill.build_detector(config, model, train=False)
     teacher_nets = {t: distill.build_detector(config, f"teacher_{t}", train=False) for t in teachers}
-    adapters = {t: FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"])) for t in teachers}
+    adapters = {t: distill.build_adapter(config, t) for t in teachers}
 
     def make_step(optimizers):
         def step(params, stats, opt_state, count, frozen, batch):

@@ -68,6 +68,10 @@ def build_detector(config, name: str, *, train: bool) -> CenterNet:
                      dtype=jnp.dtype(config.models.compute_dtype))
 
 
+def build_adapter(config, teacher: str) -> FeatureAdapter:  # 1x1 convs: student features -> `teacher`'s channels
+    return FeatureAdapter(tuple(config.models[f"teacher_{teacher}"]["widths"]), jnp.dtype(config.models.compute_dtype))
+
+
 # --- data ----------------------------------------------------------------------------------------
 def load_data(config) -> dict:
     """{'train', 'test'}: random-access sources of the train and eval splits (prepared on first use;
@@ -90,9 +94,8 @@ def _input_size(config, name: str = "student") -> int:
     return size * config.data.resolution_factor if IMAGE_KEY[name] == "image_hr" else size
 
 
-def _output_size(config) -> tuple[int, int]:
-    size = _input_size(config) // (2 * config.models.student["stem_stride"])  # the heads' stride
-    return size, size
+def _output_size(config) -> tuple[int, int]:  # the heads' stride is twice the stem's
+    return (_input_size(config) // (2 * config.models.student["stem_stride"]),) * 2
 
 
 # --- per-device step functions -------------------------------------------------------------------
@@ -121,32 +124,30 @@ def make_detector_step(config, name: str):
 
 def make_kd_step(config, teachers: tuple[str, ...]):
     """Student task loss + feature and head distillation from each of the T frozen teachers (claims 2-7):
-    L = L_task + (1/T) sum_t [w_feat_t * mean_k MSE(A_t(F_k^s), F_k^t) + w_head_t * L_head(H^s, H^t)].
-    The 1/T keeps the distillation's share of the loss that of one teacher: summed, two teachers doubled
-    it and, under Adam's normalised steps, slowed the task (validation: kd_both below either teacher)."""
+    L = L_task + (1/T) sum_t [w_feat_t * mean_k MSE(A_t(F_k^s), F_k^t) + w_head_t * L_head(H^s, H^t)];
+    1/T keeps distillation's share that of one teacher (summed, kd_both fell below either on validation)."""
     student = build_detector(config, "student", train=True)
     frozen_models = {t: build_detector(config, f"teacher_{t}", train=False) for t in teachers}
-    adapters = {t: FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"])) for t in teachers}
+    adapters = {t: build_adapter(config, t) for t in teachers}
 
     def step(state, frozen, batch, rng):
         teacher_out = {t: frozen_models[t].apply(frozen[t], batch[IMAGE_KEY[f"teacher_{t}"]], train=False)
                        for t in teachers}
 
         def loss_fn(params):
+            w = config.loss
             out, stats = _forward_train(
                 student, {"params": params["student"], "batch_stats": state.batch_stats["student"]}, batch["image"])
-            task, _ = centernet_loss(out["heads"], batch, wh_weight=config.loss.wh_weight,
-                                     offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
+            task, _ = centernet_loss(out["heads"], batch, wh_weight=w.wh_weight, offset_weight=w.offset_weight,
+                                     axis_name=devices.AXIS)
             total, metrics = task, {"task": task}
             for t in teachers:
                 adapted = adapters[t].apply({"params": params[f"adapter_{t}"]}, out["features"])
                 feat = feature_distillation_loss(adapted, teacher_out[t]["features"])
                 head, _ = head_distillation_loss(out["heads"], teacher_out[t]["heads"], batch["mask"],
-                                                 heatmap_weight=config.loss.kd_heatmap_weight,
-                                                 wh_weight=config.loss.wh_weight,
-                                                 offset_weight=config.loss.offset_weight, axis_name=devices.AXIS)
-                weight_feat, weight_head = config.loss[f"feature_weight_{t}"], config.loss[f"head_weight_{t}"]
-                total += (weight_feat * feat + weight_head * head) / len(teachers)
+                                                 heatmap_weight=w.kd_heatmap_weight, wh_weight=w.wh_weight,
+                                                 offset_weight=w.offset_weight, axis_name=devices.AXIS)
+                total += (w[f"feature_weight_{t}"] * feat + w[f"head_weight_{t}"] * head) / len(teachers)
                 metrics.update({f"feature_{t}": feat, f"head_{t}": head})
             return total, (stats, metrics)
 
@@ -206,8 +207,8 @@ def make_stages(config, data: dict) -> list[Stage]:
             out, size = {"student": _init_detector(config, "student", student_key)}, _input_size(config)
             features = build_detector(config, "student", train=False).apply(
                 out["student"], jnp.zeros((1, size, size, 3), jnp.uint8), train=False)["features"]
-            return {**out, **{f"adapter_{t}": FeatureAdapter(channels=tuple(config.models[f"teacher_{t}"]["widths"]))
-                              .init(jax.random.fold_in(rng, i), features) for i, t in enumerate(teachers)}}
+            return {**out, **{f"adapter_{t}": build_adapter(config, t).init(jax.random.fold_in(rng, i), features)
+                              for i, t in enumerate(teachers)}}
 
         stages.append(Stage(
             name=name, num_steps=steps[name], step=make_kd_step(config, teachers), init=init,
@@ -221,7 +222,7 @@ def make_stages(config, data: dict) -> list[Stage]:
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-def _predict_fn(config, name: str):
+def predict_fn(config, name: str):  # network `name`'s inference: batch -> decoded detections
     model = build_detector(config, name, train=False)
 
     def predict(variables, batch):
@@ -235,12 +236,11 @@ def _predict_fn(config, name: str):
 def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
     """mAP@0.5 of every stage on the eval split, and the claim: the two-teacher student beats the student;
     figures go to `out_dir`."""
-    test_source = data["test"]
-    limit = None if config.eval.num_examples < 0 else config.eval.num_examples
+    test_source, limit = data["test"], None if config.eval.num_examples < 0 else config.eval.num_examples
     first, _ = next(ordered_batches(test_source, config.eval.batch_size))
-    predict = {m: _predict_fn(config, m) for m in ("teacher_big", "teacher_hr", "student")}
-    found = predict_stages(store, {s: (s, m, predict[m]) for s, m in MODEL_OF.items()}, test_source, mesh,
-                           config.eval.batch_size, limit=limit, timed_batch=first, repeats=30,  # each network once
+    predict = {m: predict_fn(config, m) for m in ("teacher_big", "teacher_hr", "student")}
+    found = predict_stages(store, {s: (s, m, predict[m]) for s, m in MODEL_OF.items()}, test_source, mesh,  # each
+                           config.eval.batch_size, limit=limit, timed_batch=first, repeats=30,  # network timed once
                            keep_inputs=("boxes", "labels", "image"))
     rows, per_class = [], {}
     for stage, r in found.items():
@@ -293,7 +293,7 @@ def predict_images(config, workdir: str, images: list) -> list[dict]:
     student's input) by the two-teacher student, those scoring >= config.eval.score_threshold:
     [{'detections': [{'class', 'score', 'box_xyxy': [x0, y0, x1, y1] in the image's pixels}]}]."""
     variables = checkpoints.load_exported(workdir, EXPORT[0], [EXPORT[1]])[EXPORT[1]]
-    found = predict_on_images(_predict_fn(config, "student"), variables, images, _input_size(config))
+    found = predict_on_images(predict_fn(config, "student"), variables, images, _input_size(config))
     return [{"detections": detection_records(out["pred_boxes"], out["pred_scores"], out["pred_classes"],
                                              synthetic_gestures.CLASS_NAMES, top=top, left=left, side=side,
                                              score_threshold=config.eval.score_threshold)}
