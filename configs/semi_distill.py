@@ -72,6 +72,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 600
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 10.0
+    c.train.data_workers = 0         # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
     c.train.steps = ml_collections.ConfigDict(dict(
         student_full=600, student_sup=600, teacher_sup=600, kd_offline=600, semi_kd=600, semi_kd_pl=600))
 

@@ -184,6 +184,10 @@ def main(argv):
         rate, work = pipeline_examples_per_second(source, _PIPELINE_STEPS.value), HOST_WORK[recipe](config)
         print(f"input pipeline ({stage.name} batches: {type(source).__name__}, {work}; one thread): "
               f"{rate:9.1f} examples/s = {rate / core_ips:.2f}x what the core's step consumes")
+        workers = loop.resolve_data_workers(loop.LoopOptions.from_config(config).data_workers)
+        rate = prefetcher_examples_per_second(source, mesh, workers, _PIPELINE_STEPS.value)
+        print(f"input pipeline through the loop's prefetcher ({workers} thread(s), train.data_workers): "
+              f"{rate:9.1f} examples/s = {rate / core_ips:.2f}x what the core's step consumes")
 
 
 def check_same_loss(core: list, bare: list) -> None:
@@ -204,6 +208,23 @@ def pipeline_examples_per_second(source, steps: int) -> float:
     for step in range(1, steps + 1):
         source.local_batch(step)
     return steps * source.global_batch_size / (time.perf_counter() - t0)
+
+
+def prefetcher_examples_per_second(source, mesh, workers: int, steps: int) -> float:
+    """Examples/s through the loop's prefetcher (`workers` threads, batches sharded over `mesh`) over
+    `steps` batches, after the first `workers + 1` (read while its threads start)."""
+    warmup = workers + 1
+    prefetch = loop._Prefetcher(source, mesh, range(1, 1 + warmup + steps), workers)
+    try:
+        for _ in range(warmup):
+            prefetch.next()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            batch = prefetch.next()
+        jax.block_until_ready(batch)
+        return steps * source.global_batch_size / (time.perf_counter() - t0)
+    finally:
+        prefetch.close()
 
 
 if __name__ == "__main__":

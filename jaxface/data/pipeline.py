@@ -119,9 +119,11 @@ class ShuffledBatches:
         self._cached_epoch: tuple[int, np.ndarray] | None = None
 
     def _order(self, epoch: int) -> np.ndarray:
-        if self._cached_epoch is None or self._cached_epoch[0] != epoch:
-            self._cached_epoch = (epoch, epoch_permutation(self.seed, epoch, len(self.source)))
-        return self._cached_epoch[1]
+        # One read of the cache: another thread (the loop's prefetcher) may replace it meanwhile.
+        cached = self._cached_epoch
+        if cached is None or cached[0] != epoch:
+            cached = self._cached_epoch = (epoch, epoch_permutation(self.seed, epoch, len(self.source)))
+        return cached[1]
 
     def indices(self, step: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
         """Source indices of this process's slice of the global batch at `step`."""

@@ -12,6 +12,7 @@ draw (a stream's name, "identities", "images", "example"), last so that no two k
 
 from __future__ import annotations
 
+import threading
 import zlib
 from typing import Any, Callable, Mapping
 
@@ -46,17 +47,20 @@ def _augment(augment: Augment | None, batch: Batch, seed: int, step: int, rows: 
 
 class _EndlessOrder:
     """Positions [first, first + count) of an endless sequence of epochs over n items, epoch e being
-    `permutation(e)`; the last two epochs are cached (a batch may straddle an epoch boundary)."""
+    `permutation(e)`; the last two epochs are cached (a batch may straddle an epoch boundary). Safe to
+    call from several threads (the loop's prefetcher reads several steps at once)."""
 
     def __init__(self, n: int, permutation: Callable[[int], np.ndarray]):
         self.n, self._permutation, self._cache = n, permutation, {}
+        self._lock = threading.Lock()  # the cache's check, eviction and insertion happen as one
 
     def epoch(self, e: int) -> np.ndarray:
-        if e not in self._cache:
-            if len(self._cache) >= 2:
-                del self._cache[min(self._cache)]
-            self._cache[e] = self._permutation(e)
-        return self._cache[e]
+        with self._lock:
+            if e not in self._cache:
+                if len(self._cache) >= 2:
+                    del self._cache[min(self._cache)]
+                self._cache[e] = self._permutation(e)
+            return self._cache[e]
 
     def take(self, first: int, count: int) -> np.ndarray:
         epochs, offsets = np.divmod(np.arange(first, first + count), self.n)

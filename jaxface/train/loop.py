@@ -38,19 +38,28 @@ from jaxface.train.writers import MetricWriter, Progress
 
 @dataclasses.dataclass(frozen=True)
 class LoopOptions:
-    """How the core runs stages (from the config's `train` section)."""
+    """How the core runs stages (from the config's `train` section).
+
+    data_workers: threads that read the next batches while the step runs (`_Prefetcher`); 0 =
+    automatic, min(8, the CPU cores this process may use). Only the speed depends on it: the batches
+    are the same, in the same order, for any number. Configs default to 0 (`from_config`); built
+    directly, LoopOptions keeps one thread as before, so code that builds it (tests whose batch
+    sources send signals) reads the same number of batches ahead on every machine.
+    """
 
     seed: int = 0
     checkpoint_every_steps: int = 200
     keep_checkpoints: int = 2
     log_every_seconds: float = 10.0
+    data_workers: int = 1
 
     @classmethod
     def from_config(cls, config) -> "LoopOptions":
         """From a recipe config with `seed` and `train.{checkpoint_every_steps, keep_checkpoints,
-        log_every_seconds}`."""
+        log_every_seconds}`, optionally `train.data_workers` (default 0, automatic)."""
         return cls(seed=config.seed, checkpoint_every_steps=config.train.checkpoint_every_steps,
-                   keep_checkpoints=config.train.keep_checkpoints, log_every_seconds=config.train.log_every_seconds)
+                   keep_checkpoints=config.train.keep_checkpoints, log_every_seconds=config.train.log_every_seconds,
+                   data_workers=data_workers(config))
 
 
 def validate_train_config(config, stage_steps: Sequence[str]) -> None:
@@ -58,8 +67,8 @@ def validate_train_config(config, stage_steps: Sequence[str]) -> None:
     naming the key.
 
     train: positive batch_size, checkpoint_every_steps, keep_checkpoints, log_every_seconds and
-    each of `train.steps.<stage_steps>` (exactly those keys), all finite; optimizer: see
-    `optimizers.validate` (including that every stage is longer than the warmup).
+    each of `train.steps.<stage_steps>` (exactly those keys), all finite; data_workers (optional) an
+    integer >= 0; optimizer: see `optimizers.validate` (including that every stage is longer than the warmup).
     """
     train = config.train
 
@@ -77,7 +86,29 @@ def validate_train_config(config, stage_steps: Sequence[str]) -> None:
     if "optimizer" not in config:
         raise ValueError("config has no 'optimizer' section (see jaxface.train.optimizers.default_config)")
     optimizers.validate(config.optimizer, {key: train.steps[key] for key in stage_steps})
+    data_workers(config)
     num_seeds(config)
+
+
+def data_workers(config) -> int:
+    """config.train.data_workers (0, automatic, when absent): see `LoopOptions`."""
+    n = config.train.get("data_workers", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"config.train.data_workers={n!r} must be an integer >= 0 (0: automatic)")
+    return n
+
+
+def resolve_data_workers(requested: int) -> int:
+    """The prefetcher's thread count: `requested`, or for 0 min(8, the CPU cores this process may use).
+    Threads beyond the cores cannot run at once and each holds a batch; the cap of 8 bounds that
+    memory on large hosts (ask for more with `train.data_workers` where a source scales further)."""
+    if requested:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))  # respects taskset / SLURM CPU binding
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return min(8, cores)
 
 
 def num_seeds(config) -> int:
@@ -252,13 +283,24 @@ def _all_finite(tree) -> jax.Array:
 
 
 class _Prefetcher:
-    """Reads and shards the batches of the next steps in a background thread, in step order."""
+    """Reads and shards the batches of `steps` ahead of the loop with `workers` threads.
 
-    def __init__(self, source, mesh, steps: range, depth: int = 2):
+    `next()` returns them in step order, each `source.local_batch(step, process_index, process_count)`
+    sharded over `mesh`: a pure function of the step, so the number of threads changes only the speed
+    (sources must allow `local_batch` of different steps at once). At most `workers + 1` batches are
+    being read or waiting at any time (host and device memory). An error raised reading a step is
+    raised by the `next()` of that step. `close()` returns at once: reads not started are cancelled,
+    running ones (one batch per thread at most) finish in the background and are dropped.
+    """
+
+    def __init__(self, source, mesh, steps: range, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers={workers} must be >= 1")
         self._source, self._mesh = source, mesh
         self._steps = iter(steps)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._queue = [self._submit() for _ in range(depth)]
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch")
+        # one more than the threads: a thread that finishes early starts the next read at once
+        self._queue = [self._submit() for _ in range(workers + 1)]
 
     def _submit(self):
         step = next(self._steps, None)
@@ -271,7 +313,8 @@ class _Prefetcher:
         return devices.shard_batch(local, self._mesh)
 
     def next(self):
-        future = self._queue.pop(0)
+        """The next step's batch, waiting for it if it is not read yet."""
+        future = self._queue.pop(0)  # futures are queued in step order, whatever order they finish in
         self._queue.append(self._submit())
         return future.result()
 
@@ -360,7 +403,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
             ckpt.wait()
             return Preempted(stage.name, step, stop.received or signal.SIGTERM)
 
-        prefetch = _Prefetcher(data, mesh, range(start, stage.num_steps))
+        prefetch = _Prefetcher(data, mesh, range(start, stage.num_steps), resolve_data_workers(options.data_workers))
         try:
             for step in range(start, stage.num_steps):
                 batch = prefetch.next()
