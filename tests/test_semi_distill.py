@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import semi_distill as semi_config
-from jaxface.data import gesture_crops
+from jaxface.data import gesture_crops, samplers
 from jaxface.data.pipeline import ArraySource
 from jaxface.recipes import semi_distill
 from jaxface.train import devices, driver, writers
@@ -75,6 +75,31 @@ def test_batches_hold_b_l_labeled_and_mu_b_l_unlabeled_and_are_a_function_of_see
     # over an epoch of the labeled stream every labeled example is read equally often
     seen = np.concatenate([b.local_batch(s)["labeled/image"][:, 0, 0, 0] for s in range(5)])
     assert np.all(np.bincount(seen // 4, minlength=10) == 4)
+
+
+@pytest.mark.parametrize("options", [
+    dict(flip=1, shift=3, colour_jitter=0.4, noise=8.0, cutout=0.4),   # the default config's
+    dict(flip=1, shift=0, colour_jitter=0.9, noise=0.0, cutout=1.5),   # mirror alone, cutout past the borders
+    dict(flip=0, shift=9, colour_jitter=0.0, noise=3.0, cutout=0.0),   # shift past the side, no cutout
+])
+# 3.1M values in the larger batch: enough that a float32 value 1 ulp off (e.g. a per-image mean taken axis by
+# axis) changes about 7 bytes of the output, where 20 x 7 x 7 x 3 would almost surely hide it
+@pytest.mark.parametrize("n,size", [(20, 7), (64, 128)])
+def test_batched_views_are_bit_identical_to_the_per_example_ones(options, n, size):
+    images = np.random.default_rng(size).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+    def rngs():
+        return [samplers.example_rng(3, 4, i) for i in range(len(images))]
+
+    views, weak = gesture_crops.augmenters(**options), {k: options[k] for k in ("flip", "shift")}
+    labeled = views["labeled"]({"image": images}, rngs())
+    assert np.array_equal(labeled["image"], np.stack([gesture_crops.weak_view(im, r, **weak)
+                                                      for im, r in zip(images, rngs())]))
+    unlabeled = views["unlabeled"]({"image": images}, rngs())
+    pairs = [(gesture_crops.weak_view(im, r, **weak), gesture_crops.strong_view(im, r, **options))
+             for im, r in zip(images, rngs())]  # today's order: the weak view's draws, then the strong view's
+    for key, reference in (("image", [p[0] for p in pairs]), ("image_strong", [p[1] for p in pairs])):
+        assert unlabeled[key].dtype == np.uint8 and np.array_equal(unlabeled[key], np.stack(reference)), key
 
 
 def test_labels_of_the_unlabeled_part_never_reach_training():

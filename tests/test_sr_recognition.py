@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from PIL import Image
 
 from configs import sr_recognition as sr_config
 from jaxface.data import degradations as deg
@@ -67,6 +68,53 @@ def test_degradation_steps_by_hand():
         deg.Degradation(blur_sigma=(2.0, 1.0))
     with pytest.raises(ValueError, match="config.degradation.jpeg_quality"):
         deg.Degradation(jpeg_quality=(0, 100))
+
+
+def degrade_per_example(images, degradation, rngs):
+    """The reference: `degrade_image` row by row, each result enlarged alone by Pillow's bicubic."""
+    lr = np.stack([deg.degrade_image(im, degradation, r) for im, r in zip(images, rngs)])
+    size = (images.shape[1],) * 2
+    return {"lr": lr, "lr_up": np.stack([np.asarray(Image.fromarray(x).resize(size, Image.Resampling.BICUBIC))
+                                         for x in lr])}
+
+
+def test_batched_blur_is_bit_identical_to_the_per_example_blur():
+    # mixed radii 0 (sigma 0: passed through), 1, 3 and 6, the largest longer than the 5-pixel side (reflected
+    # twice); float values of both signs, so a -0 or a rounding difference would show in the bits
+    x = np.random.default_rng(0).uniform(-300, 300, (6, 5, 7, 3)).astype(np.float32)
+    sigmas = [0.0, 0.3, 2.0, 1.0, 0.0, 0.7]
+    out = deg.gaussian_blur_batch(x, sigmas)
+    assert out.dtype == np.float32
+    for image, sigma, got in zip(x, sigmas, out):
+        np.testing.assert_array_equal(got.view(np.uint32), deg.gaussian_blur(image, sigma).view(np.uint32))
+    boxed = deg.box_downsample_batch(out[:, :4, :6], 2)  # the batch's block means: each image's, bit for bit
+    for got, image in zip(boxed, out[:, :4, :6]):
+        np.testing.assert_array_equal(got.view(np.uint32), deg.box_downsample(image, 2).view(np.uint32))
+
+
+@pytest.mark.parametrize("n,factor,size,blur,noise,jpeg", [
+    (24, 4, 16, (0.0, 2.0), (0.0, 0.0), (0, 0)),     # radii 1-6 in a batch, no noise, no JPEG
+    (24, 4, 16, (0.0, 2.0), (0.0, 6.0), (30, 90)),   # noise and JPEG on
+    (24, 3, 9, (0.2, 2.4), (1.0, 3.0), (0, 0)),      # odd sides, radius up to 8 on a 9-pixel side
+    (24, 1, 5, (0.0, 0.0), (0.0, 2.0), (10, 95)),    # sigma 0 for every row, factor 1
+    # 1.8M noisy values: enough that a float32 slip in the noise sum changes about 10 bytes of 'lr'
+    (64, 1, 96, (0.0, 2.0), (0.0, 6.0), (0, 0)),
+])
+def test_batched_degradation_is_bit_identical_to_the_per_example_one(n, factor, size, blur, noise, jpeg):
+    degradation = deg.Degradation(factor=factor, blur_sigma=blur, noise_sigma=noise, jpeg_quality=jpeg)
+    images = faces(n, size, seed=factor)
+    batched = deg.degrade_batch(images, degradation, [example_rng(1, 2, i) for i in range(n)])
+    reference = degrade_per_example(images, degradation, [example_rng(1, 2, i) for i in range(n)])
+    for key in ("lr", "lr_up"):
+        assert batched[key].dtype == np.uint8 and np.array_equal(batched[key], reference[key]), key
+
+
+def test_a_split_is_degraded_in_chunks_as_example_by_example():
+    images = faces(deg._SPLIT_CHUNK + 20, 8, seed=5)
+    split = deg.degrade_split(images, NOISY, seed=2, step=9)
+    reference = degrade_per_example(images, NOISY, [example_rng(2, 9, i) for i in range(len(images))])
+    for key in ("lr", "lr_up"):
+        np.testing.assert_array_equal(split[key], reference[key])
 
 
 # --- models --------------------------------------------------------------------------------------

@@ -25,12 +25,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from jaxface.data.images import separable_gaussian
+from jaxface.data.images import gaussian_taps, separable_filter_batch, separable_gaussian
 from jaxface.data.samplers import example_rng
 
 # The `step` under which evaluation splits are degraded: far beyond any training step, so a test image
 # never gets the degradation of a training batch by coincidence of (step, row).
 EVAL_STEP = 2**40
+_SPLIT_CHUNK = 256  # examples degraded at once by degrade_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +87,33 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     x = np.asarray(image, np.float32)
     if sigma <= 0:
         return x
-    return separable_gaussian(x, sigma, max(1, int(np.ceil(3.0 * sigma))), axes=(0, 1)).astype(np.float32)
+    return separable_gaussian(x, sigma, blur_radius(sigma), axes=(0, 1)).astype(np.float32)
+
+
+def blur_radius(sigma: float) -> int:
+    """ceil(3 sigma), at least 1: the radius of `gaussian_blur`'s kernel."""
+    return max(1, int(np.ceil(3.0 * sigma)))
+
+
+def gaussian_blur_batch(images: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
+    """[N, H, W, C] and one sigma per image -> float32 [N, H, W, C]: image n as `gaussian_blur(images[n],
+    sigmas[n])`, bit for bit, in one pass over the batch (`separable_filter_batch`; kernel [1] for sigma 0)."""
+    x = np.asarray(images, np.float32)
+    taps = [gaussian_taps(s, blur_radius(s), np.float32) if s > 0 else np.ones(1, np.float32) for s in sigmas]
+    return separable_filter_batch(x, taps, axes=(1, 2))
 
 
 def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
     """[H, W, C] float -> [H/f, W/f, C]: the mean of each f x f block."""
     h, w, c = image.shape
     return image.reshape(h // factor, factor, w // factor, factor, c).mean(axis=(1, 3))
+
+
+def box_downsample_batch(images: np.ndarray, factor: int) -> np.ndarray:
+    """[N, H, W, C] float -> [N, H/f, W/f, C]: `box_downsample` of each image, bit for bit (tested): the
+    same reduction over the same two axes, with one more leading axis."""
+    n, h, w, c = images.shape
+    return images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -114,18 +135,49 @@ def degrade_image(image: np.ndarray, degradation: Degradation, rng: np.random.Ge
 
 
 def bicubic_resize(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N, h, w, 3] -> uint8 [N, size, size, 3] with Pillow's bicubic filter."""
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BICUBIC), np.uint8)
-                     for im in np.asarray(images, np.uint8)])
+    """uint8 [N, h, w, 3], h <= size -> uint8 [N, size, size, 3]: each image as Pillow's bicubic
+    `Image.fromarray(im).resize((size, size))` of it alone, bit for bit, in two Pillow calls. Pillow
+    resizes in two passes through a uint8 image, horizontally first when the height does not shrink, and
+    each pass computes an output row (column) from its own input row (column), with coefficients that
+    depend only on the two lengths. So the images stacked top to bottom take the horizontal pass at once,
+    and the results side by side the vertical one."""
+    images = np.asarray(images, np.uint8)
+    n, h, w, c = images.shape
+    if h > size:
+        raise ValueError(f"bicubic_resize enlarges: image height {h} > size {size}")
+    rows = _bicubic(images.reshape(n * h, w, c), size, n * h)  # [N h, size, c]: horizontal pass only
+    cols = _bicubic(rows.reshape(n, h, size, c).transpose(1, 0, 2, 3).reshape(h, n * size, c), n * size, size)
+    return np.ascontiguousarray(cols.reshape(size, n, size, c).transpose(1, 0, 2, 3))
+
+
+def _bicubic(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC), np.uint8)
 
 
 def degrade_batch(images: np.ndarray, degradation: Degradation, rngs: Sequence[np.random.Generator]) -> dict:
-    """uint8 [N, S, S, 3] and one generator per image -> {'lr' [N, S/f, S/f, 3], 'lr_up' [N, S, S, 3]}."""
+    """uint8 [N, S, S, 3] and one generator per image -> {'lr' [N, S/f, S/f, 3], 'lr_up' [N, S, S, 3]}: row n
+    is, bit for bit, degrade_image(images[n], degradation, rngs[n]) and its bicubic. Each row's draws come
+    first, in degrade_image's order; then blur, box average, noise and rounding run once for the batch, JPEG
+    row by row, the bicubic in two Pillow calls."""
     images = np.asarray(images, np.uint8)
     if len(rngs) != len(images):
         raise ValueError(f"need one generator per image, got {len(rngs)} for {len(images)} images")
-    lr = np.stack([degrade_image(im, degradation, r) for im, r in zip(images, rngs)])
-    return {"lr": lr, "lr_up": bicubic_resize(lr, images.shape[1])}
+    n, h, w, c = images.shape
+    f, low_shape = degradation.factor, (degradation.low_size(h), w // degradation.factor, c)
+    # draws per example exactly as degrade_image: its three parameters, then (noise > 0) its noise field
+    params = [sample_params(degradation, r) for r in rngs]
+    noise = np.zeros((n, *low_shape))
+    for i, (p, r) in enumerate(zip(params, rngs)):
+        if p["noise"] > 0:
+            noise[i] = r.normal(0.0, p["noise"], size=low_shape)
+    low = box_downsample_batch(gaussian_blur_batch(images, [p["sigma"] for p in params]), f)
+    # float32 low + float64 noise, as in degrade_image; a noiseless example adds 0.0 in float64, which is
+    # exact, and rounds to the same integer as its float32 value would
+    lr = np.clip(np.round(low + noise), 0, 255).astype(np.uint8)
+    for i, p in enumerate(params):
+        if p["quality"] > 0:
+            lr[i] = jpeg(lr[i], p["quality"])
+    return {"lr": lr, "lr_up": bicubic_resize(lr, h)}
 
 
 def make_augment(degradation: Degradation, key: str = "image"):
@@ -138,5 +190,9 @@ def make_augment(degradation: Degradation, key: str = "image"):
 
 
 def degrade_split(images: np.ndarray, degradation: Degradation, seed: int, step: int = EVAL_STEP) -> dict:
-    """A whole evaluation split degraded once: example i from example_rng(seed, step, i)."""
-    return degrade_batch(images, degradation, [example_rng(seed, step, i) for i in range(len(images))])
+    """A whole evaluation split degraded once: example i from example_rng(seed, step, i) (in chunks of
+    _SPLIT_CHUNK examples, which bounds the batched float work's memory and changes no byte)."""
+    parts = [degrade_batch(images[i:i + _SPLIT_CHUNK], degradation,
+                           [example_rng(seed, step, j) for j in range(i, min(i + _SPLIT_CHUNK, len(images)))])
+             for i in range(0, len(images), _SPLIT_CHUNK)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("lr", "lr_up")}

@@ -128,17 +128,83 @@ def strong_view(image: np.ndarray, rng: np.random.Generator, *, flip: float, shi
 
 def augmenters(**options) -> dict:
     """{'labeled': weak view of 'image', 'unlabeled': weak view of 'image' + strong view 'image_strong'}, as
-    fn(batch, rngs) -> batch; `options` are `strong_view`'s keyword arguments."""
+    fn(batch, rngs) -> batch; `options` are `strong_view`'s keyword arguments. Row i is, bit for bit, what
+    `weak_view` (then `strong_view`) makes of it from rngs[i]; the views are made for the whole batch at once
+    (`weak_views`, `strong_views`) after each row's draws, in their order, from its generator."""
     weak = {k: options[k] for k in ("flip", "shift")}
 
     def labeled(batch, rngs):
-        return {**batch, "image": np.stack([weak_view(im, r, **weak) for im, r in zip(batch["image"], rngs)])}
+        return {**batch, "image": weak_views(batch["image"], [weak_draws(r, **weak) for r in rngs])}
 
     def unlabeled(batch, rngs):
-        pairs = [(weak_view(im, r, **weak), strong_view(im, r, **options)) for im, r in zip(batch["image"], rngs)]
-        return {**batch, "image": np.stack([p[0] for p in pairs]), "image_strong": np.stack([p[1] for p in pairs])}
+        images = np.asarray(batch["image"])
+        draws = [(weak_draws(r, **weak), strong_draws(r, images.shape[1:], **options)) for r in rngs]
+        return {**batch, "image": weak_views(images, [d[0] for d in draws]),
+                "image_strong": strong_views(images, [d[1] for d in draws])}
 
     return {"labeled": labeled, "unlabeled": unlabeled}
+
+
+def weak_draws(rng: np.random.Generator, *, flip: float, shift: int) -> tuple[bool, int, int]:
+    """(mirror, dy, dx): what `weak_view` draws from `rng`, in its order."""
+    mirror = bool(flip) and rng.random() < 0.5
+    s = int(shift)
+    dy, dx = rng.integers(-s, s + 1, 2) if s else (0, 0)
+    return mirror, int(dy), int(dx)
+
+
+def weak_views(images: np.ndarray, draws: list) -> np.ndarray:
+    """[N, H, W, C] and one `weak_draws` per image -> [N, H, W, C], image n as `weak_view` makes it, by one
+    gather: out[n, y, x] = images[n, clip(y + dy_n), m_n(clip(x + dx_n))], clip to [0, H - 1] (resp.
+    [0, W - 1]), m_n(x) = W - 1 - x when mirrored: reading the edge-padded image at an offset is reading
+    the image at the clipped index, and the mirror is applied before the shift."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    mirror, dy, dx = (np.asarray(v)[:, None] for v in zip(*draws))  # each [N, 1]
+    rows = np.clip(np.arange(h) + dy, 0, h - 1)
+    cols = np.clip(np.arange(w) + dx, 0, w - 1)
+    cols = np.where(mirror, w - 1 - cols, cols)
+    # [N, H, W]: for each output pixel its row in the images viewed as [N H W, C]
+    pixel = (np.arange(n)[:, None, None] * h + rows[:, :, None]) * w + cols[:, None, :]
+    return np.take(images.reshape(n * h * w, c), pixel, axis=0)  # a flat take: ~4x faster than 3 index arrays
+
+
+def strong_draws(rng: np.random.Generator, shape: tuple, *, flip: float, shift: int, colour_jitter: float,
+                 noise: float, cutout: float) -> dict:
+    """What `strong_view` draws from `rng` for an image of `shape` [H, W, C], in its order: its weak view's
+    draws, contrast, brightness, gains [3], the noise field [H, W, C] and (side > 0) the cutout square's
+    centre; 'side' (not drawn) is the square's side."""
+    j = colour_jitter
+    d = {"weak": weak_draws(rng, flip=flip, shift=shift)}
+    d["contrast"] = rng.uniform(1 - j, 1 + j)
+    d["brightness"] = rng.uniform(1 - j, 1 + j)
+    d["gains"] = rng.uniform(1 - j / 2, 1 + j / 2, 3)
+    d["noise"] = rng.normal(0, noise, shape)
+    d["side"] = int(round(cutout * shape[0]))
+    d["centre"] = rng.integers(0, shape[0], 2) if d["side"] else (0, 0)
+    return d
+
+
+def strong_views(images: np.ndarray, draws: list) -> np.ndarray:
+    """uint8 [N, H, W, C] and one `strong_draws` per image -> uint8 [N, H, W, C], image n as `strong_view`
+    makes it: x = weak view (float32), m = mean(x) per image, then
+    clip(round(((x - m) * contrast + m * brightness) * gains + noise), 0, 255), the cutout square 127 first."""
+    x = weak_views(images, [d["weak"] for d in draws]).astype(np.float32)
+    n, h, w = x.shape[:3]
+    # each image's H W C contiguous values summed pairwise as x[n].mean() sums them: the same float32 (tested)
+    m = x.mean(axis=(1, 2, 3), keepdims=True)
+    # float32 scalars: in strong_view a Python float meets float32 values, which NumPy 2 computes in float32
+    contrast, brightness = (np.asarray([d[k] for d in draws], np.float32).reshape(n, 1, 1, 1)
+                            for k in ("contrast", "brightness"))
+    x = (x - m) * contrast + m * brightness
+    # float64 from here on, as there (the gains and the noise are float64)
+    x = x * np.stack([d["gains"] for d in draws])[:, None, None] + np.stack([d["noise"] for d in draws])
+    side = np.asarray([d["side"] for d in draws])[:, None]
+    cy, cx = (np.asarray([d["centre"][k] for d in draws])[:, None] for k in (0, 1))
+    inside_y = (np.arange(h) >= cy - side // 2) & (np.arange(h) < cy + (side + 1) // 2)  # [N, H]
+    inside_x = (np.arange(w) >= cx - side // 2) & (np.arange(w) < cx + (side + 1) // 2)  # [N, W]
+    x[inside_y[:, :, None] & inside_x[:, None, :]] = 127.0
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
 def semi_supervised_batches(labeled, unlabeled=None, *, batch_size: int, unlabeled_ratio: int, seed: int,
