@@ -58,6 +58,14 @@ def _update(optimizers, params, opt_state, grads):
     return params, opt_state
 
 
+def _descend(loss_fn, optimizers, params, opt_state, count):
+    """loss_fn(params) -> (loss, new BatchNorm statistics); one gradient step of every model in `params`:
+    the bare step's return value (params, stats, opt_state, count + 1, loss)."""
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    params, opt_state = _update(optimizers, params, opt_state, grads)
+    return params, stats, opt_state, count + 1, loss
+
+
 def _apply_train(net, params, stats, images):  # -> (outputs, new BatchNorm statistics)
     out, updates = net.apply({"params": params, "batch_stats": stats}, images, train=True, mutable=["batch_stats"])
     return out, updates["batch_stats"]
@@ -88,9 +96,8 @@ def distill_step(config, stage) -> Bare:
                     loss += (w[f"feature_weight_{t}"] * feat + w[f"head_weight_{t}"] * head) / len(teachers)
                 return loss, new_stats
 
-            (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _update(optimizers, params, opt_state, grads)
-            return params, {model: new_stats}, opt_state, count + 1, loss
+            params, new_stats, opt_state, count, loss = _descend(loss_fn, optimizers, params, opt_state, count)
+            return params, {model: new_stats}, opt_state, count, loss
         return step
 
     return _bare(config, stage, make_step)
@@ -116,9 +123,7 @@ def multitask_step(config, stage) -> Bare:
                     total += loss
                 return total, new_stats
 
-            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _update(optimizers, params, opt_state, grads)
-            return params, stats, opt_state, count + 1, loss
+            return _descend(loss_fn, optimizers, params, opt_state, count)
         return step
 
     return _bare(config, stage, make_step)
@@ -146,9 +151,7 @@ def mutual_step(config, stage) -> Bare:
                     total += loss
                 return total, new_stats
 
-            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _update(optimizers, params, opt_state, grads)
-            return params, stats, opt_state, count + 1, loss
+            return _descend(loss_fn, optimizers, params, opt_state, count)
         return step
 
     return _bare(config, stage, make_step)
@@ -204,9 +207,7 @@ def semi_distill_step(config, stage) -> Bare:
                     total += loss
                 return total, new_stats
 
-            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            params, opt_state = _update(optimizers, params, opt_state, grads)
-            return params, stats, opt_state, count + 1, loss
+            return _descend(loss_fn, optimizers, params, opt_state, count)
         return step
 
     return _bare(config, stage, make_step)

@@ -11,28 +11,17 @@ already on the device and every call is synchronised.
 """
 
 import json
-import statistics
-import time
 
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.timing import median_call_seconds
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/multitask.py", "Config file, optionally `path.py:variant`.")
 _RESULTS = flags.DEFINE_string("results", None, "results.json of a finished run, for the accuracy gaps.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "Batch sizes to time.")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Minimum timed seconds per measurement.")
-
-
-def _time_calls(run, seconds: float) -> float:
-    """Median seconds of one synchronised call of `run()` over at least `seconds` (and >= 5 calls)."""
-    run()  # warm-up after compilation
-    samples, start = [], time.perf_counter()
-    while len(samples) < 5 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def main(argv):
@@ -68,7 +57,7 @@ def main(argv):
                 jax.block_until_ready([fn(v, {"image": images}) for fn, v in fns])
 
             run()  # compile
-            seconds = _time_calls(run, _SECONDS.value)
+            seconds = median_call_seconds(run, _SECONDS.value)
             table[(arm, batch_size)] = seconds
             print(f"batch {batch_size:3d} | {arm:38s} | {len(nets)} model(s), {params:,} params | "
                   f"{seconds * 1e3:8.2f} ms | {batch_size / seconds:9.1f} images/s")

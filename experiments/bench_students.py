@@ -18,9 +18,7 @@ Timings use freshly initialised weights of the config's networks (speed does not
 import dataclasses
 import json
 import os
-import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import jax
@@ -28,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+
+from experiments.timing import median_call_seconds
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/distill.py", "Config file, optionally `path.py:variant`.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished run of the same config, for each network's metric.")
@@ -114,17 +114,6 @@ def fail(message: str):
 
 
 # --- timing --------------------------------------------------------------------------------------
-def time_calls(run, seconds: float) -> float:
-    """Median seconds of one synchronised call of `run()` over at least `seconds` (and >= 5 calls)."""
-    run()  # warm-up after compilation
-    samples, start = [], time.perf_counter()
-    while len(samples) < 5 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
 def latency(network: Network, batch_size: int, device, seconds: float) -> float:
     """Median seconds per call of the network's jitted predict function on a batch already on `device`."""
     images = np.random.default_rng(0).integers(0, 256, (batch_size, network.size, network.size, 3), np.uint8)
@@ -136,7 +125,7 @@ def latency(network: Network, batch_size: int, device, seconds: float) -> float:
         jax.block_until_ready(predict(variables, batch))
 
     run()  # compile
-    return time_calls(run, seconds)
+    return median_call_seconds(run, seconds)
 
 
 # --- the finished run ----------------------------------------------------------------------------
