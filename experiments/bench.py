@@ -180,6 +180,9 @@ def main(argv):
     print(f"  {f'core (shard_map over {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
     print(f"  {'bare jax.jit (1 device):':38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
     print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
+    if n_dev > 1 and mesh.devices.flat[0].platform == "cpu":  # simulated devices share the host's cores
+        print(f"  ratio core/bare (img/s in all; the {n_dev} simulated devices share this host's "
+              f"{os.cpu_count()} cores): {core_ips / bare_ips:.3f}")
     if _PIPELINE_STEPS.value:
         rate, work = pipeline_examples_per_second(source, _PIPELINE_STEPS.value), HOST_WORK[recipe](config)
         print(f"input pipeline ({stage.name} batches: {type(source).__name__}, {work}; one thread): "

@@ -62,3 +62,12 @@ def multitask_smoke_run(tmp_path_factory):
     config.data.data_dir = str(tmp_path_factory.mktemp("faces_tfds"))
     workdir = tmp_path_factory.mktemp("multitask_smoke")
     return workdir, driver.train_and_evaluate(multitask, config, str(workdir)), config
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2`, the README's command), the tests that read one session-wide smoke run
+    are sent to the same worker (`--dist loadgroup`), so each run is trained once, not once per worker."""
+    for item in items:
+        shared = [name for name in ("distill_smoke_run", "multitask_smoke_run") if name in item.fixturenames]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))

@@ -166,10 +166,22 @@ def test_reproduce_runs_each_recipe_over_seeds_and_reports_its_claims(tmp_path):
     md = reproduce.write_report(found, str(tmp_path), 2, "default")
     assert (tmp_path / "toy" / "seed_6" / "results.json").exists() and not (tmp_path / "toy" / "seed_7").exists()
     judged = found["toy"]["results"]["summary"]["claims"]["baseline_vs_student"]
-    assert f"- baseline_vs_student: gain {judged['gain']:+.4g}" in md and "of 2 seeds" in md
+    assert f"- {judged['text']} ({judged['column']}): gain {judged['gain']:+.4g}" in md and "of 2 seeds" in md
+    assert judged["method"][1] - judged["baseline"][1] != 0  # per-seed values, the figure's points
     assert "| student | " in md and (tmp_path / "RESULTS.md").read_text() == md
     assert json.loads((tmp_path / "RESULTS.json").read_text())["toy"]["seeds"] == [5, 6]
+    assert (tmp_path / "results" / "toy_claims.png").stat().st_size > 0
     assert reproduce.main(["--recipes=distill,nope"]) == 2
+
+    # --report_only: the same report from the seeds' results.json, nothing trained, the wall time kept
+    (tmp_path / "toy" / "results.md").unlink()
+    metrics = (tmp_path / "toy" / "seed_6" / "metrics.jsonl").read_text()
+    again = reproduce.report_recipes({"toy": (toy_recipe(), toy_config(1))}, str(tmp_path), seeds=2)
+    assert reproduce.write_report(again, str(tmp_path), 2, "default") == md
+    assert (tmp_path / "toy" / "results.md").exists()
+    assert (tmp_path / "toy" / "seed_6" / "metrics.jsonl").read_text() == metrics
+    with pytest.raises(FileNotFoundError, match="seed_7"):
+        reproduce.report_recipes({"toy": (toy_recipe(), toy_config(1))}, str(tmp_path), seeds=3)
 
 
 def test_every_config_takes_num_seeds_from_the_command_line():

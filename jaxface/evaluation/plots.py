@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 import zlib
 from collections.abc import Mapping, Sequence
 
@@ -291,6 +292,46 @@ def save_bar_chart(
     axis.axhline(0.0, color="black", linewidth=0.6)
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def save_paired_claims(path: str | os.PathLike, claims: Sequence[Mapping], *, title: str) -> str:
+    """One panel per claim: each seed's baseline and method values joined by a line (the paired gain), and
+    each side's mean ± sample std, so the gain can be read against the seed-to-seed spread.
+
+    Args:
+      path: output .png file.
+      claims: [{'text', 'column', 'baseline': [per seed], 'method': [per seed]}] (equal lengths >= 1), and
+        optionally 'baseline_row' / 'method_row' (the x labels), as `jaxface.train.driver.judge_claims`
+        records them.
+      title: figure title.
+    """
+    if not claims:
+        raise ValueError("claims must hold at least one claim, got none")
+    figure = _new_figure(max(6.4, 3.2 * len(claims)), 3.8)
+    for i, claim in enumerate(claims):
+        pair = [np.asarray(claim[k], np.float64) for k in ("baseline", "method")]
+        if pair[0].shape != pair[1].shape or pair[0].ndim != 1 or not pair[0].size:
+            raise ValueError(f"claim {claim.get('text')!r}: baseline and method need one value per seed, got "
+                             f"{pair[0].shape} and {pair[1].shape}")
+        axis = figure.add_subplot(1, len(claims), i + 1)
+        for seed, values in enumerate(zip(*pair)):
+            axis.plot([0, 1], values, color="grey", alpha=0.7, marker="o", markersize=3,
+                      label="one seed" if seed == 0 else None)
+        for x, values in enumerate(pair):
+            spread = values.std(ddof=1) if values.size > 1 else 0.0
+            axis.errorbar([x], [values.mean()], yerr=[spread], color="black", capsize=6, marker="_", markersize=18,
+                          label="mean ± std" if x == 0 else None)
+        axis.set_xticks([0, 1], ["\n".join(textwrap.wrap(claim.get(f"{side}_row", side), 20))
+                                 for side in ("baseline", "method")], fontsize=7)
+        axis.set_xlim(-0.5, 1.5)
+        axis.set_ylabel(claim["column"])
+        axis.set_title("\n".join(textwrap.wrap(str(claim["text"]), 38)), fontsize=8)
+        axis.grid(True, axis="y", alpha=0.3)
+        if i == 0:
+            axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
     return _save(figure, path)
 
 

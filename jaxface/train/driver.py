@@ -222,6 +222,21 @@ def seed_runs(recipe: Recipe, config, workdir: str) -> list[tuple[str, Any]]:
     return runs
 
 
+def report_over_seeds(recipe: Recipe, config, workdir: str) -> dict:
+    """Writes `workdir`/results.{json,md} again from the seeds' own results.json (nothing is trained or
+    evaluated: e.g. after a change to how claims are reported); returns what `train_and_evaluate` does."""
+    config = config.copy_and_resolve_references().lock()
+    runs = seed_runs(recipe, config, workdir)
+    missing = [w for w, _ in runs if not os.path.exists(os.path.join(w, "results.json"))]
+    if missing:
+        raise FileNotFoundError(f"no results.json in {', '.join(missing)}: train those seeds first")
+    results = []
+    for w, _ in runs:
+        with open(os.path.join(w, "results.json")) as f:
+            results.append(json.load(f))
+    return _write_seed_report(recipe, config, workdir, runs, results)
+
+
 def final_model_workdir(config, workdir: str) -> str:
     """Where the method's final model (`recipe.EXPORT`) is: the first seed's run when there are several."""
     return os.path.join(workdir, f"seed_{config.seed}") if loop.num_seeds(config) > 1 else workdir
@@ -309,6 +324,10 @@ def recipe_claims(recipe: Recipe, config) -> tuple:
     return tuple(claims(config) if callable(claims) else claims)
 
 
+def _row_name(row) -> str:  # a claim's row selector as text: 'student', or 'mutual, a' for {column: value}
+    return ", ".join(map(str, row.values())) if isinstance(row, Mapping) else str(row)
+
+
 def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict]:
     """Each claim over the seeds' results: gain = mean(method) - mean(baseline) (sign flipped when lower is
     better), the paired gain's mean ± std, and whether it holds beyond the seed-to-seed spread:
@@ -326,7 +345,10 @@ def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) 
         bar = 2 * max(std(method), std(baseline)) if n > 1 else None
         summary[key] = {
             "gain": gain, "paired_std": std(paired), "bar": bar, "positive_in": int((paired > 0).sum()), "seeds": n,
-            "beyond_spread": bar is not None and gain > 0 and gain >= bar, "holds_on_average": bool(gain > 0)}
+            "beyond_spread": bar is not None and gain > 0 and gain >= bar, "holds_on_average": bool(gain > 0),
+            "text": claim.text or claim.name().replace("_vs_", " beats "), "column": claim.column,
+            "method": [float(v) for v in method], "baseline": [float(v) for v in baseline],  # per seed
+            "method_row": _row_name(claim.method), "baseline_row": _row_name(claim.baseline)}
         if n == 1:
             verdict = f"{'higher' if gain > 0 else 'NOT higher'} on this one seed; a verdict against the " \
                       "seed-to-seed spread needs config.num_seeds >= 3"
@@ -337,7 +359,7 @@ def judge_claims(claims: Sequence[Claim], results: Sequence[Mapping[str, Any]]) 
             figures = (f"{method.mean():.4f} ± {std(method):.4f} vs {baseline.mean():.4f} ± {std(baseline):.4f}; "
                        f"paired gain {gain:+.4f} ± {std(paired):.4f}, positive in {int((paired > 0).sum())} of {n} "
                        f"seeds; 2 x the larger std = {bar:.4f}")
-        notes.append(f"Claim: {claim.text or claim.name().replace('_vs_', ' beats ')} ({claim.column}: {figures})"
+        notes.append(f"Claim: {summary[key]['text']} ({claim.column}: {figures})"
                      f" -> {verdict}.")
     return notes, summary
 
