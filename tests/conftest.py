@@ -64,6 +64,7 @@ def multitask_smoke_run(tmp_path_factory):
     return workdir, driver.train_and_evaluate(multitask, config, str(workdir)), config
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2`, the README's command), the tests that read one session-wide smoke run
     are sent to the same worker (`--dist loadgroup`), so each run is trained once, not once per worker."""

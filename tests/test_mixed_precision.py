@@ -135,9 +135,7 @@ def train(stage, variables, frozen, batches, mesh):
     return {"final": jax.device_get(state), "logged": logged, "finite": finite, "traced": traced, "convs": convs}
 
 
-# Under pytest-xdist (`--dist loadgroup`) the tests of one recipe go to one worker: its run is made once.
-@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.xdist_group(f"mixed_precision_{name}"))
-                                        for name in MAIN_STAGES])
+@pytest.fixture(params=list(MAIN_STAGES))
 def runs(request):
     """The main stage of recipe `request.param` trained in bfloat16 (parameters float32)."""
     name = request.param
@@ -167,26 +165,24 @@ def _arrays_that_differ(a, b) -> tuple[int, int]:
 
 
 # --- the tests -----------------------------------------------------------------------------------
-def test_losses_are_float32_and_the_state_stays_float32(runs):
-    traced, final = runs["bf16"]["traced"], runs["bf16"]["final"]
-    assert traced["metrics"] == dict.fromkeys(traced["metrics"], "float32")  # as the recipe's step returns them
+def test_main_stage_trains_in_bfloat16(runs):
+    """One test per recipe (its run is made once, whatever order the tests run in)."""
+    name, run = runs["name"], runs["bf16"]
+    # losses float32 as the recipe's step returns them; params, statistics and optimizer state float32
+    traced, final = run["traced"], run["final"]
+    assert traced["metrics"] == dict.fromkeys(traced["metrics"], "float32"), name
     for part in ("params", "batch_stats", "opt_state"):
-        assert _float_dtypes(getattr(traced["state"], part)) <= {"float32"}, part
-        assert _float_dtypes(getattr(final, part)) <= {"float32"}, part
-    assert _float_dtypes(final.params) == {"float32"}
-
-
-def test_bfloat16_training_logs_finite_losses_and_moves_every_model(runs):
-    run = runs["bf16"]
-    assert all(run["finite"]) and len(run["logged"]) == NUM_STEPS
+        assert _float_dtypes(getattr(traced["state"], part)) <= {"float32"}, f"{name}: {part}"
+        assert _float_dtypes(getattr(final, part)) <= {"float32"}, f"{name}: {part}"
+    assert _float_dtypes(final.params) == {"float32"}, name
+    # finite metrics, and every trained model moves
+    assert all(run["finite"]) and len(run["logged"]) == NUM_STEPS, name
     assert all(np.isfinite(v) for metrics in run["logged"] for v in metrics.values()), run["logged"]
     for model, initial in runs["initial"].items():
-        moved, total = _arrays_that_differ(initial, run["final"].params[model])
-        assert moved >= total / 2, f"{model}: {moved} of {total} parameter arrays changed"
-
-
-def test_every_convolution_of_the_step_computes_in_bfloat16(runs):
-    convs = runs["bf16"]["convs"]
+        moved, total = _arrays_that_differ(initial, final.params[model])
+        assert moved >= total / 2, f"{name} {model}: {moved} of {total} parameter arrays changed"
+    # every convolution of the traced step (forward, backward, every network) computes in bfloat16
+    convs = run["convs"]
     not_bf16 = [dtypes for dtypes in convs if set(dtypes) != {"bfloat16"}]
-    assert convs and not not_bf16, f"{runs['name']}: {len(not_bf16)} of {len(convs)} convolutions not in bfloat16: " \
+    assert convs and not not_bf16, f"{name}: {len(not_bf16)} of {len(convs)} convolutions not in bfloat16: " \
                                    f"{sorted(set(not_bf16))}"
