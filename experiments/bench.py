@@ -177,7 +177,7 @@ def main(argv):
         core_t.append(time_steps(run_core, _STEPS.value))
         bare_t.append(time_steps(run_bare, _STEPS.value))
     core_ips, bare_ips = b / min(core_t), b / min(bare_t)
-    print(f"  {f'core (shard_map over {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
+    print(f"  {f'core (compile_step, {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
     print(f"  {'bare jax.jit (1 device):':38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
     print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
     if n_dev > 1 and mesh.devices.flat[0].platform == "cpu":  # simulated devices share the host's cores
