@@ -217,7 +217,7 @@ def prefetcher_examples_per_second(source, mesh, workers: int, steps: int) -> fl
     """Examples/s through the loop's prefetcher (`workers` threads, batches sharded over `mesh`) over
     `steps` batches, after the first `workers + 1` (read while its threads start)."""
     warmup = workers + 1
-    prefetch = loop._Prefetcher(source, mesh, range(1, 1 + warmup + steps), workers)
+    prefetch = loop.Prefetcher(source, mesh, range(1, 1 + warmup + steps), workers)
     try:
         for _ in range(warmup):
             prefetch.next()

@@ -48,7 +48,7 @@ def crops_source():
 
 
 def read(source, steps, workers):
-    prefetch = loop._Prefetcher(source, devices.make_mesh(), steps, workers)
+    prefetch = loop.Prefetcher(source, devices.make_mesh(), steps, workers)
     try:
         return [{k: np.asarray(v) for k, v in prefetch.next().items()} for _ in steps]
     finally:
@@ -103,7 +103,7 @@ def wait_for(condition, timeout=2.0):
 
 def test_at_most_one_batch_more_than_the_threads_is_read_ahead():
     source = Recording()
-    prefetch = loop._Prefetcher(source, devices.make_mesh(), range(100), workers=3)
+    prefetch = loop.Prefetcher(source, devices.make_mesh(), range(100), workers=3)
     try:
         wait_for(lambda: len(source.started) >= 4)
         time.sleep(0.05)  # an unbounded prefetcher would have read on by now
@@ -124,7 +124,7 @@ def test_the_threads_read_at_once():
 
 def test_an_error_reading_step_k_is_raised_at_step_k_and_close_does_not_wait():
     source = Recording(fail_at=5)
-    prefetch = loop._Prefetcher(source, devices.make_mesh(), range(2, 20), workers=4)
+    prefetch = loop.Prefetcher(source, devices.make_mesh(), range(2, 20), workers=4)
     try:
         assert [int(prefetch.next()["x"][0]) for _ in range(3)] == [2, 3, 4]
         with pytest.raises(OSError, match="^unreadable record at step 5$"):
@@ -133,7 +133,7 @@ def test_an_error_reading_step_k_is_raised_at_step_k_and_close_does_not_wait():
         prefetch.close()
 
     blocked = Recording(block_from=1)  # reads that never finish by themselves (a hung file system)
-    prefetch = loop._Prefetcher(blocked, devices.make_mesh(), range(10), workers=2)
+    prefetch = loop.Prefetcher(blocked, devices.make_mesh(), range(10), workers=2)
     try:
         prefetch.next()
         wait_for(lambda: blocked.running == 2)

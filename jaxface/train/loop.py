@@ -40,7 +40,7 @@ from jaxface.train.writers import MetricWriter, Progress
 class LoopOptions:
     """How the core runs stages (from the config's `train` section).
 
-    data_workers: threads that read the next batches while the step runs (`_Prefetcher`); 0 =
+    data_workers: threads that read the next batches while the step runs (`Prefetcher`); 0 =
     automatic, min(8, the CPU cores this process may use). Only the speed depends on it: the batches
     are the same, in the same order, for any number. Configs default to 0 (`from_config`); built
     directly, LoopOptions keeps one thread as before, so code that builds it (tests whose batch
@@ -282,7 +282,7 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-class _Prefetcher:
+class Prefetcher:
     """Reads and shards the batches of `steps` ahead of the loop with `workers` threads.
 
     `next()` returns them in step order, each `source.local_batch(step, process_index, process_count)`
@@ -403,7 +403,7 @@ def train_stage(stage: Stage, store: StageStore, writer: MetricWriter, mesh, opt
             ckpt.wait()
             return Preempted(stage.name, step, stop.received or signal.SIGTERM)
 
-        prefetch = _Prefetcher(data, mesh, range(start, stage.num_steps), resolve_data_workers(options.data_workers))
+        prefetch = Prefetcher(data, mesh, range(start, stage.num_steps), resolve_data_workers(options.data_workers))
         try:
             for step in range(start, stage.num_steps):
                 batch = prefetch.next()
