@@ -28,6 +28,9 @@ value (11.77 ± 0.16 vs 11.10: no arm learns it). Decoupling vs the same curricu
 spread everywhere. It reads all attributes 6.8-7.9x faster than the seven single-task models, which it beats
 on smile (+17 points) and gender (+2.3) and matches on the rest but face value (11.77 vs 11.33, both
 at or above the trivial level).
+
+Since then (2026-12-02, 4th session) pose's loss weight is 4 instead of 2, chosen on validation (seed 0:
+pose MAE ratio 0.82 -> 0.64, see `c.loss.weights`); the 3-seed test table above is from weight 2.
 """
 
 import ml_collections
@@ -89,9 +92,11 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     # Weight of each head in the total loss; regression errors are first divided by the label scale.
-    # pose 2: it is labelled on a quarter of the examples and trained only in stage 3.
+    # pose 4: it is labelled on a quarter of the examples and trained only in stage 3. Validation, seed 0,
+    # full method, pose MAE / trivial 17.36: weight 2 -> 14.22 (ratio 0.82, above the 0.8 bar), 2 with 900
+    # stage-3 steps -> 11.50 (0.66), 4 -> 11.07 (0.64; the other heads within 0.2 MAE / 1.5 points).
     c.loss.weights = ml_collections.ConfigDict(dict(gender=1.0, age=1.0, smile=1.0, quality=1.0, face_value=1.0,
-                                                    mask=1.0, glasses=1.0, pose=2.0))
+                                                    mask=1.0, glasses=1.0, pose=4.0))
     c.loss.huber_delta = 1.0
 
     c.eval = ml_collections.ConfigDict()

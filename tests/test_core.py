@@ -94,6 +94,15 @@ def saved_steps(workdir, stage):
     return sorted(int(d) for d in os.listdir(workdir / "checkpoints" / stage) if d.isdigit())
 
 
+def test_batch_norm_averages_over_devices_only_when_there_are_several(monkeypatch):
+    # several devices: statistics of the global batch (what makes 1 and 8 devices train alike); one device:
+    # no cross-device mean, whose all-reduces only slowed the step (BENCHMARKS.md, semi_distill)
+    assert jax.device_count() == 8 and devices.batch_norm_axis(train=True) == devices.AXIS
+    assert devices.batch_norm_axis(train=False) is None
+    monkeypatch.setattr(jax, "device_count", lambda backend=None: 1)
+    assert devices.batch_norm_axis(train=True) is None
+
+
 def test_stop_and_resume_continues_from_the_newest_checkpoint(reference, tmp_path):
     workdir, _ = reference
     data = InterruptingBatches(at_step=7)  # a crash when step 8's batch is read: steps 1-7 are done

@@ -64,7 +64,7 @@ def imported_stages(config) -> dict[str, str]:
 def build_detector(config, name: str, *, train: bool) -> CenterNet:
     """The linen module of one detector; `train=True` syncs BatchNorm statistics across devices."""
     return CenterNet(num_classes=synthetic_gestures.NUM_CLASSES, **dict(config.models[name]),
-                     bn_axis_name=devices.AXIS if train else None,
+                     bn_axis_name=devices.batch_norm_axis(train),
                      dtype=jnp.dtype(config.models.compute_dtype))
 
 

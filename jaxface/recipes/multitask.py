@@ -77,7 +77,7 @@ def build_net(config, heads, *, decoupling: bool, train: bool) -> MultiTaskAttri
         heads=tuple((h, specs[h].output_dim) for h in HEADS if h in heads), decoupling=decoupling,
         widths=tuple(m.widths), blocks=tuple(m.blocks), stem_width=m.stem_width, stem_stride=m.stem_stride,
         embed_dim=m.embed_dim, head_hidden=m.head_hidden, decoupling_hidden=m.decoupling_hidden,
-        bn_axis_name=devices.AXIS if train else None, dtype=jnp.dtype(m.compute_dtype))
+        bn_axis_name=devices.batch_norm_axis(train), dtype=jnp.dtype(m.compute_dtype))
 
 
 # --- data ----------------------------------------------------------------------------------------

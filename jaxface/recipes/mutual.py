@@ -73,7 +73,7 @@ def build_unet(config, model: str, *, train: bool) -> UNet:
     """Model 'a' or 'b'; `train=True` syncs BatchNorm statistics across devices."""
     m = config.models[model]
     return UNet(widths=tuple(m["widths"]), initializer=m["initializer"], dtype=jnp.dtype(config.models.compute_dtype),
-                bn_axis_name=devices.AXIS if train else None)
+                bn_axis_name=devices.batch_norm_axis(train))
 
 
 # --- data ----------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def class_names(config) -> tuple[str, ...]:
 def build(config, name: str, *, train: bool) -> Classifier:
     """The student or the teacher; `train=True` syncs BatchNorm statistics across devices."""
     return Classifier(**dict(config.models[name]), num_classes=len(class_names(config)),
-                      bn_axis_name=devices.AXIS if train else None, dtype=jnp.dtype(config.models.compute_dtype))
+                      bn_axis_name=devices.batch_norm_axis(train), dtype=jnp.dtype(config.models.compute_dtype))
 
 
 @functools.lru_cache(maxsize=8)

@@ -90,7 +90,7 @@ def build_sr_net(config):
 def build_recognizer(config, *, train: bool) -> FaceEmbedder:
     """`train=True` syncs BatchNorm statistics across devices."""
     return FaceEmbedder(**config.model.recognizer.to_dict(), dtype=jnp.dtype(config.model.compute_dtype),
-                        bn_axis_name=devices.AXIS if train else None)
+                        bn_axis_name=devices.batch_norm_axis(train))
 
 
 # --- data ----------------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ from jaxface.train.stages import StepFn
 AXIS = "data"
 
 
+def batch_norm_axis(train: bool) -> str | None:
+    """The axis a training step's BatchNorm averages its batch statistics over: `AXIS` (statistics of the
+    global batch) when there is more than one device, else None (inference, or one device, whose batch is
+    the global one: the cross-device mean would only add all-reduces, 9 % of semi_distill's CPU step)."""
+    return AXIS if train and jax.device_count() > 1 else None
+
+
 def on_cloud_tpu_vm() -> bool:
     """Whether TPU chips are attached to this machine (checked on the PCI bus, without starting JAX)."""
     try:
