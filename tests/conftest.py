@@ -64,11 +64,14 @@ def multitask_smoke_run(tmp_path_factory):
     return workdir, driver.train_and_evaluate(multitask, config, str(workdir)), config
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2`, the README's command), the tests that read one session-wide smoke run
-    are sent to the same worker (`--dist loadgroup`), so each run is trained once, not once per worker."""
-    for item in items:
-        shared = [name for name in ("distill_smoke_run", "multitask_smoke_run") if name in item.fixturenames]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
+SHARED_RUNS = ("distill_smoke_run", "multitask_smoke_run")
+
+
+def pytest_itemcollected(item):
+    """Under pytest-xdist (`-n auto --dist loadgroup`, the README's command), the tests that read one
+    session-wide smoke run are sent to the same worker, so each run is trained once, not once per worker.
+    Marked as each test is collected, before any `pytest_collection_modifyitems` (where xdist reads them)."""
+    shared = [name for name in SHARED_RUNS if name in item.fixturenames]
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(shared[0]))
+
