@@ -1,8 +1,9 @@
-"""Bare train steps for `experiments.bench`: each recipe's per-device step written again as ONE plain
-`jax.jit` function on one device, without the core (no shard_map, TrainState, collectives or control
-word): the same linen modules (BatchNorm with bn_axis_name=None), the same loss functions without
-`axis_name` (one device holds the whole batch, so the single-device normalisers apply) and the same
-optimizers from `make_optimizer`.
+"""Bare train steps for `experiments.bench`: each recipe's step written again as ONE plain `jax.jit`
+function of the global batch, without the core (no shard_map, TrainState, collectives or control word):
+the same linen modules (BatchNorm with bn_axis_name=None), the same loss functions without `axis_name`
+(the program sees the whole batch, so the single-device normalisers apply) and the same optimizers from
+`make_optimizer`. Given a batch split over several devices, `jax.jit` partitions it (GSPMD): the
+data-parallel step a user would write without the core.
 
 `BARE_STEPS[recipe](config, stage)` -> `Bare`, whose jitted `step(params, stats, opt_state, count, frozen,
 batch) -> (params, stats, opt_state, count + 1, loss)` donates its first four arguments: {model: params},

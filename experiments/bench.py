@@ -1,8 +1,10 @@
 r"""Does the training core cost anything, and can the input pipeline keep up? For any recipe, times the
 train step of its main method's stage as the core runs it (`devices.compile_step`: shard_map over the mesh,
 TrainState, per-device key, metric pmean, control word) against a bare `jax.jit` step of the same networks,
-losses and optimizer on one device (`experiments/bare_steps.py`), both on a real batch of the stage's own
-data source, and prints the ratio (target >= 0.97; per device when the mesh has several). Before timing,
+losses and optimizer (`experiments/bare_steps.py`) on the same devices (on several, `jax.jit` partitions
+the bare step itself: replicated state, the batch split as the core splits it), both on a real batch of the
+stage's own data source, and prints the ratio of their img/s (target >= 0.97; on a mesh of n devices it is
+also the per-device ratio, both steps using the same n). Before timing,
 both steps must log the same losses at steps 1-3 from the same initial variables (relative 1e-4): the
 proof that the bare step does the same computation. Then the stage's batch source is timed on the host
 in one thread, its examples/s printed beside what the core's step consumes.
@@ -140,14 +142,20 @@ def core_runner(stage, variables, frozen, batch_np, mesh, rng):
     return run
 
 
-def bare_runner(bare: bare_steps.Bare, variables, frozen, batch_np):
-    """run() -> loss of one step of the bare jitted step, on one device."""
-    carry = (*jax.device_put(bare.init(variables)), jax.device_put(np.int32(0)))
-    frozen, batch = jax.device_put(frozen), jax.device_put(batch_np)
+def bare_runner(bare: bare_steps.Bare, variables, frozen, batch_np, mesh):
+    """run() -> loss of one step of the bare jitted step on the mesh: its state replicated, the batch
+    split over the devices like the core's, and `jax.jit` (GSPMD) left to partition the one-device program
+    (BatchNorm's batch means and the losses' sums over the batch become its all-reduces). On one device
+    this is the plain jitted step."""
+    carry = devices.replicate((*bare.init(variables), np.int32(0)), mesh)
+    frozen, batch = devices.replicate(frozen, mesh), devices.shard_batch(batch_np, mesh)
+    sync = devices.needs_step_sync(mesh)
 
     def run():
         nonlocal carry
         *carry, loss = bare.step(*carry, frozen, batch)
+        if sync:  # as for the core: simulated CPU devices deadlock otherwise (STACK-NOTES)
+            jax.block_until_ready(carry)
         return loss
 
     return run
@@ -164,8 +172,8 @@ def main(argv):
     source = stage.resolve_data(load)
     batch_np = source.local_batch(0)  # real data: the stage's first batch, every step
     run_core = core_runner(stage, variables, frozen, batch_np, mesh, state_key)
-    # one device (the core's mesh may have several on accelerators: compare per device)
-    run_bare = bare_runner(bare_steps.BARE_STEPS[recipe](config, stage), variables, frozen, batch_np)
+    # on the same devices: the per-device ratio is the ratio of the two steps' img/s on the same mesh
+    run_bare = bare_runner(bare_steps.BARE_STEPS[recipe](config, stage), variables, frozen, batch_np, mesh)
 
     n_dev, b = mesh.devices.size, source.global_batch_size
     print(f"device: {devices.describe(mesh)}")
@@ -178,11 +186,10 @@ def main(argv):
         bare_t.append(time_steps(run_bare, _STEPS.value))
     core_ips, bare_ips = b / min(core_t), b / min(bare_t)
     print(f"  {f'core (compile_step, {n_dev} device(s)):':38s}{min(core_t) * 1e3:8.2f} ms/step {core_ips:9.1f} img/s")
-    print(f"  {'bare jax.jit (1 device):':38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
-    print(f"  ratio core/bare (img/s{' per device' if n_dev > 1 else ''}): {core_ips / n_dev / bare_ips:.3f}")
-    if n_dev > 1 and mesh.devices.flat[0].platform == "cpu":  # simulated devices share the host's cores
-        print(f"  ratio core/bare (img/s in all; the {n_dev} simulated devices share this host's "
-              f"{os.cpu_count()} cores): {core_ips / bare_ips:.3f}")
+    bare_label = f"bare jax.jit ({n_dev} device(s){', GSPMD' if n_dev > 1 else ''}):"
+    print(f"  {bare_label:38s}{min(bare_t) * 1e3:8.2f} ms/step {bare_ips:9.1f} img/s")
+    print(f"  ratio core/bare (img/s{' per device, the same ' + str(n_dev) + ' devices' if n_dev > 1 else ''}): "
+          f"{core_ips / bare_ips:.3f}")
     if _PIPELINE_STEPS.value:
         rate, work = pipeline_examples_per_second(source, _PIPELINE_STEPS.value), HOST_WORK[recipe](config)
         print(f"input pipeline ({stage.name} batches: {type(source).__name__}, {work}; one thread): "
