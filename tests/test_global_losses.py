@@ -7,15 +7,20 @@ which is where a per-device normaliser goes wrong.
 """
 
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxface.losses import centernet_loss, global_ratio, head_distillation_loss, pairwise_margin_loss
+from jaxface.losses import centernet_loss, global_ratio, head_distillation_loss, pairwise_margin_loss, soft_dice_loss
 from jaxface.losses.attributes import multi_head_attribute_loss
+from jaxface.losses.reduction import gather_global
 from jaxface.train import devices
+from jaxface.train.state import TrainState
 
 N_DEVICES = 8
 
@@ -133,3 +138,32 @@ def test_pairwise_margin_loss_runs_over_all_pairs_of_the_global_batch():
     # without the gather each device sees only its own pairs: a different objective
     per_device = _mapped_value_and_grad(lambda s, b, axis: loss(s, b, None), batch)
     assert abs(float(per_device[0]) - float(_single_value_and_grad(loss, batch)[0])) > 1e-2
+
+
+@pytest.mark.parametrize("n_devices", [1, 2])
+def test_a_step_on_one_device_compiles_without_collectives(n_devices):
+    # over an axis of one device every collective is the identity, yet XLA keeps a one-participant
+    # all-reduce and it blocks fusion (BENCHMARKS.md: it cost mutual's core step ~20 % on one CPU device);
+    # the same step on 2 devices must keep them all, or the global batch would be lost
+    def step(state, frozen, batch, rng):
+        def loss_fn(w):
+            x = batch["x"] * w  # [B, H, W]
+            probs = jax.nn.softmax(jnp.stack([x, -x], -1))
+            return (global_ratio(jnp.sum(x), jnp.sum(batch["x"] > 0), axis_name=devices.AXIS, floor=1.0)
+                    + soft_dice_loss(probs, batch["x"] > 0, batch["x"] != 0, axis_name=devices.AXIS)
+                    + jnp.sum(gather_global(x, devices.AXIS) ** 2)), None
+
+        (loss, _), grads = devices.value_and_mean_grad(loss_fn, state.params["m"])
+        return state.apply_gradients({"m": grads}), {"loss": loss}
+
+    mesh = devices.make_mesh(jax.devices()[:n_devices])
+    state = devices.replicate(TrainState.create(variables={"m": {"params": jnp.float32(1.0)}},
+                                                tx={"m": optax.sgd(0.1)}, rng=jax.random.key(0)), mesh)
+    batch = devices.shard_batch({"x": np.linspace(-1, 1, 2 * 4 * 4).reshape(2, 4, 4).astype(np.float32)}, mesh)
+    compiled = devices.compile_step(step, mesh).lower(state, {}, batch, devices.stop_flags(mesh)[False]).compile()
+    collectives = re.findall(r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(",
+                             compiled.as_text())
+    if n_devices == 1:
+        assert collectives == []
+    else:  # the loss's counts and Dice sums, the gather, the gradient, metric and stop-flag means
+        assert {"all-reduce", "all-gather"} <= set(collectives)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxface.losses.reduction import global_ratio
+from jaxface.losses.reduction import global_ratio, spans_devices
 
 
 def masked_pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_mask: jax.Array, *,
@@ -43,6 +43,6 @@ def soft_dice_loss(probs: jax.Array, targets: jax.Array, mask: jax.Array, *, axi
     m = mask.astype(jnp.float32)[..., None]
     p, t = probs.astype(jnp.float32) * m, targets.astype(jnp.float32) * m
     inter, total = jnp.sum(p * t, axis=(0, 1, 2)), jnp.sum(p + t, axis=(0, 1, 2))
-    if axis_name is not None:
+    if spans_devices(axis_name):
         inter, total = lax.psum(inter, axis_name), lax.psum(total, axis_name)
     return 1.0 - jnp.mean((2 * inter + epsilon) / (total + epsilon))

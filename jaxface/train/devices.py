@@ -3,7 +3,9 @@
 Step functions are written per device (pmap style) with named-axis collectives over `AXIS`; the core
 wraps them in `jax.shard_map` inside `jax.jit`, the supported successor of `jax.pmap`. Arrays are
 global `jax.Array`s: the state is replicated, batches are split along their leading axis, first
-across processes (each reads only its own slice) and then across that process's devices.
+across processes (each reads only its own slice) and then across that process's devices. On a mesh
+of one device the collectives are skipped (`mean_over_devices`, `losses.reduction.spans_devices`,
+`batch_norm_axis`): they are the identity there, and XLA's one-participant all-reduces only cost time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxface.losses.reduction import spans_devices
 from jaxface.train import optimizers
 from jaxface.train.stages import StepFn
 
@@ -201,9 +204,10 @@ def compile_step(step_fn: StepFn, mesh: Mesh, *, donate: bool = True) -> Callabl
         state, metrics = step_fn(state, frozen, batch, rng)
         state = state.replace(step=state.step + 1)  # one step, however many updates it made
         metrics = {**optimizers.learning_rates(state), **metrics}
-        metrics = lax.pmean({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, AXIS)
+        metrics = mean_over_devices({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()])) if metrics else True
-        control = {"stop": lax.pmax(stop[0], AXIS) > 0, "finite": jnp.asarray(finite)}
+        stop = lax.pmax(stop[0], AXIS) if spans_devices(AXIS) else stop[0]
+        control = {"stop": stop > 0, "finite": jnp.asarray(finite)}
         return state, metrics, control
 
     donate_argnums = (0,) if donate else ()
@@ -222,4 +226,10 @@ def value_and_mean_grad(loss_fn: Callable, params: Any, *args, **kwargs):
     ((local loss, aux), mean gradients).
     """
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args, **kwargs)
-    return (loss, aux), lax.pmean(grads, AXIS)
+    return (loss, aux), mean_over_devices(grads)
+
+
+def mean_over_devices(tree: Any) -> Any:
+    """`lax.pmean(tree, AXIS)` inside a mapped step; on a mesh of one device the tree itself (a
+    one-participant all-reduce is kept by XLA and blocks fusion: `losses.reduction.spans_devices`)."""
+    return lax.pmean(tree, AXIS) if spans_devices(AXIS) else tree
