@@ -37,7 +37,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.data.builder_config = "default"
     c.data.data_dir = ""              # '' = $JAXFACE_DATA_DIR or ~/.cache/jaxface/tfds; prepared on first use
     c.data.train_split = "train"
-    c.data.eval_split = "test"
+    c.data.eval_split = "test"        # 'validation': the table on the held-out identities (every choice is made there)
     c.data.image_size = 32            # HR side; the LR side is image_size / degradation.factor
     c.data.val_identities = 60        # the last training identities, held out: validation (verify threshold)
     c.data.lfw_crop = 150             # lfw only: the centred square of the 250x250 frame that is kept

@@ -13,6 +13,7 @@ from PIL import Image
 
 from configs import sr_recognition as sr_config
 from jaxface.data import degradations as deg
+from jaxface.data import face_identities as fi
 from jaxface.data.pipeline import ArraySource
 from jaxface.data.samplers import IdentityBalancedBatches, example_rng
 from jaxface.evaluation import verification as vf
@@ -336,10 +337,24 @@ def test_a_rerun_with_another_config_is_refused(smoke):
         driver.train_and_evaluate(recipe, changed, str(workdir))
 
 
+def test_evaluating_on_validation_reads_the_held_out_identities_never_the_test_ones(smoke, tmp_path, monkeypatch):
+    workdir, _, config = smoke
+    read, load = [], fi.load_identities
+    monkeypatch.setattr(fi, "load_identities", lambda name, split, *args: read.append(split) or load(name, split, *args))
+    chosen = config.copy_and_resolve_references()
+    chosen.data.eval_split = "validation"
+    data = recipe.load_data(chosen)
+    assert read == ["train"] and data["test"] is data["val"]  # the test split is not even opened
+    assert set(data["val"].arrays["identity"]) == set(range(9, 12))  # the last 3 of 12 training identities
+    driver.evaluate_run(recipe, config, str(workdir), split="validation", out_dir=str(tmp_path))
+    md = (tmp_path / "results.md").read_text()
+    assert md.splitlines()[0].endswith("4x LR, validation identities") and "3 validation identities never" in md
+    assert "test" not in read
+
+
 def test_lfw_people_are_split_by_name_and_frames_cut_to_the_face(monkeypatch):
     """The `lfw` variant's data path on a fake prepared source with LFW's features (250x250 'image',
     'label' = the person's name as bytes): people, never images, are split; the face square is kept."""
-    from jaxface.data import face_identities as fi
 
     names = [f"Person_{i // 3:02d}" for i in range(120)]  # 40 people x 3 images, in file order
     fake = []

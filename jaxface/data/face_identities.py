@@ -27,6 +27,7 @@ from jaxface.data.pipeline import resolve_data_dir
 CHUNK = 512
 DATASETS = ("synthetic_faces", "lfw")
 LFW_FRAME = 250
+VALIDATION = "validation"  # data.eval_split that evaluates on the held-out identities
 
 
 def prepare(data) -> None:
@@ -103,12 +104,17 @@ def load_lfw(data, limit: int = -1) -> dict:
 def identity_splits(data) -> dict:
     """{'train', 'val', 'test'} of the data set `data.name` (module docstring), from the config section
     `data` (name, data_dir, image_size, and builder_config, train/eval_split, val_identities for
-    synthetic_faces, lfw_crop for LFW; max_train_examples / max_eval_examples cap what is read)."""
+    synthetic_faces, lfw_crop for LFW; max_train_examples / max_eval_examples cap what is read).
+    data.eval_split == 'validation' (`experiments.evaluate --split=validation`, every choice): 'test' IS
+    'val', the held-out identities, so the test identities are not read."""
     if data.name == "lfw":
-        return load_lfw(data, data.max_train_examples)
-    data_dir = resolve_data_dir(data.data_dir)
-    first_val = sf.CONFIGS[data.builder_config].num_train_identities - data.val_identities
-    train = load_identities(data.builder_config, data.train_split, data_dir, data.image_size, data.max_train_examples)
-    train, val = hold_out(train, first_val)
-    test = load_identities(data.builder_config, data.eval_split, data_dir, data.image_size, data.max_eval_examples)
-    return {"train": train, "val": val, "test": test}
+        splits = load_lfw(data, data.max_train_examples)
+    else:
+        data_dir, first = resolve_data_dir(data.data_dir), sf.CONFIGS[data.builder_config].num_train_identities
+        train = load_identities(data.builder_config, data.train_split, data_dir, data.image_size,
+                                data.max_train_examples)
+        splits = dict(zip(("train", "val"), hold_out(train, first - data.val_identities)))
+        if data.eval_split != VALIDATION:
+            splits["test"] = load_identities(data.builder_config, data.eval_split, data_dir, data.image_size,
+                                             data.max_eval_examples)
+    return {**splits, "test": splits["val"]} if data.eval_split == VALIDATION else splits

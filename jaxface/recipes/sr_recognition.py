@@ -100,9 +100,10 @@ def load_data(config) -> dict:
     devices.main_process_first(lambda: fi.prepare(config.data))
     splits = fi.identity_splits(config.data)
     out = {"train": ArraySource(splits["train"])}
-    for i, name in enumerate(("val", "test")):
-        out[name] = ArraySource({**splits[name], **deg.degrade_split(
-            splits[name]["image"], deg.Degradation.from_config(config.degradation), config.seed, deg.EVAL_STEP + i)})
+    for i, name in enumerate(("val", "test")):  # 'test' may be 'val' itself (data.eval_split='validation')
+        out[name] = out["val"] if splits[name] is splits["val"] and name == "test" else ArraySource({**splits[name],
+            **deg.degrade_split(splits[name]["image"], deg.Degradation.from_config(config.degradation), config.seed,
+                                deg.EVAL_STEP + i)})
     return out
 
 
@@ -222,7 +223,7 @@ def arm_outputs(config, store, split: ArraySource, mesh) -> tuple[dict, Predicto
 
 
 def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
-    """Every arm on the test identities, the claim ((c) beats (a) and (b) on LR-LR), the verify threshold."""
+    """Every arm on the data.eval_split identities, the claim ((c) beats (a) and (b) on LR-LR), the verify threshold."""
     test, val, e = data["test"], data["val"], config.eval
     ids, hr_images = test.arrays["identity"], test.arrays["image"]
     outputs, cascade = arm_outputs(config, store, test, mesh)
@@ -247,14 +248,14 @@ def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
     verdict = "does NOT hold" if gap <= 0 else "holds" if gap > max(spread, c_std) else "holds, inside the fold std"
     notes = [f"Seed 001 claim: on LR-LR verification the cascade (c) beats (a) and (b): {c:.2f} % vs {best:.2f} % "
              f"(gap {gap:+.2f} points; fold std {c_std:.2f} / {spread:.2f}) -> {verdict}.",
-             f"{len(np.unique(ids))} test identities never trained on, {len(ids)} images; {e.num_folds}-fold accuracy "
-             f"± std over folds; TAR on all LR-LR pairs ({negatives} negatives: FAR < 1/{negatives} not resolvable); "
-             f"PSNR/SSIM of (a), (b) are bicubic's; images/s from the LR input, batch {e.batch_size}, "
-             f"{devices.describe(mesh)}. Verify threshold (validation identities, cascade from {config.cascade_from}): "
-             f"{verify['threshold']:.4f} ({100 * verify['accuracy']:.2f} % there)."]
+             f"{len(np.unique(ids))} {config.data.eval_split} identities never trained on, {len(ids)} images; "
+             f"{e.num_folds}-fold accuracy ± std over folds; TAR on all LR-LR pairs ({negatives} negatives: FAR < "
+             f"1/{negatives} not resolvable); PSNR/SSIM of (a), (b) are bicubic's; images/s from the LR input, "
+             f"batch {e.batch_size}, {devices.describe(mesh)}. Verify threshold (validation identities, cascade from "
+             f"{config.cascade_from}): {verify['threshold']:.4f} ({100 * verify['accuracy']:.2f} % there)."]
     return Report(
         title=f"Joint SR + recognition, {config.data.name}/{config.data.builder_config}, "
-              f"{config.data.image_size}px HR, {config.degradation.factor}x LR",
+              f"{config.data.image_size}px HR, {config.degradation.factor}x LR, {config.data.eval_split} identities",
         columns=list(rows[0]), rows=rows, notes=notes,
         summary={"lr_lr_gap_vs_best_baseline": gap, "claim_holds": bool(gap > 0),
                  "beyond_fold_std": bool(gap > max(spread, c_std))},
@@ -267,7 +268,7 @@ def _plots(config, out_dir: str, found: dict, test: ArraySource, outputs: dict) 
     from jaxface.evaluation import plots  # matplotlib only where figures are drawn
 
     vf.save_roc(os.path.join(out_dir, "roc_lr_lr.png"), {arm: found[s]["roc"] for arm, s in ARMS.items()},
-                title="LR-LR verification ROC (test identities)")
+                title=f"LR-LR verification ROC ({config.data.eval_split} identities)")
     a, ids, f = test.arrays, test.arrays["identity"], config.degradation.factor
     panels, captions = [], []
     for i in [int(np.flatnonzero(ids == k)[0]) for k in np.unique(ids)[:config.eval.num_sample_faces]]:
