@@ -77,6 +77,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.batch_size = 32          # B_l labeled crops per step
     c.train.unlabeled_ratio = 1      # mu: B_u = mu * B_l unlabeled crops per step
     c.train.validate_every_steps = 200
+    c.train.teacher_start = "teacher_sup"  # co-trained arms' teacher: teacher_sup's trained weights, or 'scratch'
     c.train.patience = 0             # > 0: stop a stage after this many evaluations without a better accuracy
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 1
@@ -90,7 +91,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.loss.kd_weight = 1.0        # teacher -> student kd_logit_loss on labeled + unlabeled crops
     c.loss.kd_back_weight = 1.0   # student -> teacher (co-trained arms)
     c.loss.temperature = 2.0
-    c.loss.rampup_steps = 200     # co-trained arms: KD and PL weights ramp up from 0 (0 = no ramp-up)
+    c.loss.rampup_steps = 200     # co-trained arms: KD and PL weights ramp up from 0 (0 = no ramp-up), so a
+                                  # network at random is not distilled into the other at the start (Mean Teacher)
     c.loss.pl_weight = 1.0        # FixMatch term (semi_kd_pl only)
     c.loss.pl_threshold = 0.95
     c.loss.pl_from = "own"        # whose weak-view prediction labels a network's strong view: own | teacher

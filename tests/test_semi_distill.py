@@ -185,6 +185,27 @@ def test_selection_keeps_the_better_network_by_validation_accuracy(better):
     assert decisions[0]["values"] == {f"co/{better}": 0.75, f"co/{worse}": 0.25}
 
 
+@pytest.mark.parametrize("start", ["teacher_sup", "scratch"])
+def test_the_co_trained_teacher_starts_from_the_supervised_teacher_or_at_random(start):
+    config = smoke_config(train=dict(teacher_start=start))
+    f = next(iter(config.data.label_fractions))
+    unlabeled = ArraySource({k: v for k, v in crop_set(32).arrays.items() if k != "label"})
+    stages = {s.name: s for s in semi_distill.make_stages(config, {"train": crop_set(), "validation": crop_set(8),
+                                                                   f: (crop_set(8), unlabeled)})}
+    supervised, loaded = rigged(config, "teacher", 1), []  # stands for teacher_sup's result
+    for arm in semi_distill.CO_ARMS:
+        started = stages[f"{arm}_{f}"].init(jax.random.key(0),
+                                            lambda name: loaded.append(name) or {"teacher": supervised})
+        teacher_bias = np.asarray(started["teacher"]["params"]["head"]["bias"])
+        assert np.abs(np.asarray(started["student"]["params"]["head"]["bias"])).max() < 1  # the student: at random
+        assert (teacher_bias[1] == 1e4) == (start == "teacher_sup")
+    assert loaded == ([f"teacher_sup_{f}"] * 2 if start == "teacher_sup" else [])
+    longer = smoke_config(train=dict(teacher_start=start, steps={**smoke_config().train.steps, "teacher_sup": 3}))
+    changed = [a for a in semi_distill.CO_ARMS  # a warm start is re-run when teacher_sup changes; at random it is not
+               if semi_distill.stage_fingerprint(longer, a, f) != semi_distill.stage_fingerprint(config, a, f)]
+    assert changed == (list(semi_distill.CO_ARMS) if start == "teacher_sup" else [])
+
+
 # --- config checks -------------------------------------------------------------------------------
 @pytest.mark.parametrize("key, value, message", [
     ("loss.pl_from", "student", "config.loss.pl_from='student'; allowed: own, teacher"),
@@ -193,6 +214,7 @@ def test_selection_keeps_the_better_network_by_validation_accuracy(better):
     ("train.batch_size", 12, "config.train.batch_size=12 must be a multiple of the 8 devices"),
     ("data.builder_config", "lr32", "config.data.builder_config='lr32'; allowed: lr64, lr128, smoke"),
     ("train.unlabeled_ratio", 0, "config.train.unlabeled_ratio=0 must be an integer >= 1"),
+    ("train.teacher_start", "kd_offline", "config.train.teacher_start='kd_offline'; allowed: scratch, teacher_sup"),
 ])
 def test_bad_config_values_raise_one_line_naming_the_key(key, value, message):
     config = semi_config.get_config("smoke").unlock()

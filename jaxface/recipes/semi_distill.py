@@ -9,12 +9,11 @@ and unlabeled U images, z_m^s on the strong views of U, y: labels of L, t: the s
   PL_m = sum_{j in U} 1[max q_j >= tau] * -log softmax(z_m,j^s)[argmax q_j] / |U|,
          q_j = softmax(stop_grad(z_src,j)), src = m ('own') or the teacher ('teacher')   (FixMatch)
   L_S = ce_weight CE_S + r(t) (kd_weight KD_S + pl_weight PL_S);  L_T = ce_weight CE_T + r(t) (kd_back_weight KD_T
-        + pl_weight PL_T),  r(t) = exp(-5 (1 - min(t / rampup_steps, 1))^2) in co-trained arms (Mean Teacher's
-        ramp-up: two networks trained from scratch would first pull each other to their initial guesses), else 1
+        + pl_weight PL_T),  r(t) = exp(-5 (1 - min(t / rampup_steps, 1))^2) in co-trained arms, else 1 (Mean Teacher)
 with |L|, |U| and means over the global batch. Each loss reads the other network only through stop_grad,
 so one gradient of L_S + L_T updates each with its own optimizer. Arms (the same batches at each label
 fraction): student_sup, teacher_sup (CE only), kd_offline (student; KD from the frozen teacher_sup),
-semi_kd (both trained), semi_kd_pl (+ PL).
+semi_kd (both trained; the teacher starts from teacher_sup's weights, `train.teacher_start`), semi_kd_pl (+ PL).
 Completion: `train.steps`, or early stopping on validation accuracy of the student (`train.patience`). A
 derived stage per co-trained arm keeps the better of its student and teacher by validation accuracy;
 `final` (exported): the better arm's at the top fraction. `CLAIMS`: semi_kd beats student_sup."""
@@ -27,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from optax import softmax_cross_entropy_with_integer_labels as _nll  # -log softmax(logits)[label] per example
 
 from jaxface.data import gesture_crops, idx_images, synthetic_gestures
 from jaxface.data.pipeline import check_dataset_name, resolve_data_dir
@@ -62,6 +62,7 @@ def validate_config(config) -> None:
     checks.one_of(config.data.builder_config, gesture_crops.CONFIGS, "config.data.builder_config")
     checks.one_of(config.models.compute_dtype, COMPUTE_DTYPES, "config.models.compute_dtype")
     checks.one_of(config.loss.pl_from, ("own", "teacher"), "config.loss.pl_from")
+    checks.one_of(config.train.teacher_start, ("scratch", "teacher_sup"), "config.train.teacher_start")
     checks.non_negative(config.data.augment, "config.data.augment")
     checks.non_negative({k: v for k, v in config.loss.items() if k != "pl_from"}, "config.loss")
     ranges = {"len(data.label_fractions)": (len(config.data.label_fractions), 1, 100),  # {name: fraction}
@@ -125,10 +126,6 @@ def batches(config, labeled, unlabeled=None) -> CombinedBatches:
 
 
 # --- the per-device step ------------------------------------------------------------------------
-def _nll(logits, labels):  # -log softmax(logits)[label] per example
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-
-
 def make_step(config, arm: str):
     """One update of every network `arm` trains on the loss of the module docstring."""
     trained, w = TRAINS.get(arm, ("student",)), config.loss
@@ -204,7 +201,9 @@ SHARED_KEYS = ("seed", "data.name", "data.builder_config", "data.train_split", "
 def stage_fingerprint(config, arm: str, fraction: str | None) -> dict:
     keys = [*SHARED_KEYS, f"train.steps.{arm}", *(f"models.{m}" for m in TRAINS.get(arm, ("student",)))]
     keys += [f"data.label_fractions.{fraction}", "train.unlabeled_ratio"] if fraction is not None else []
-    keys += ["models.teacher", "train.steps.teacher_sup"] if arm == "kd_offline" else []
+    warm = arm in CO_ARMS and config.train.teacher_start == "teacher_sup"
+    keys += ["models.teacher", "train.steps.teacher_sup"] if arm == "kd_offline" or warm else []
+    keys += ["train.teacher_start"] if arm in CO_ARMS else []
     return config_fingerprint(config, keys + (["loss"] if arm in ("kd_offline", *CO_ARMS) else []))
 
 
@@ -212,19 +211,20 @@ def make_stages(config, data: dict) -> list[Stage]:
     """student_full; per label fraction f the five arms and a selection per co-trained arm; final."""
     predicts, steps = {m: make_predict(config, m) for m in MODELS}, config.train.steps
     keys = {m: jax.random.fold_in(loop.seed_key(config.seed), i + 1) for i, m in enumerate(MODELS)}  # same start
+    warm = lambda arm, m: arm in CO_ARMS and m == "teacher" and config.train.teacher_start == "teacher_sup"
 
     def stage(name, arm, source, fraction=None, **kw):
         trained = TRAINS.get(arm, ("student",))
         return Stage(name=name, num_steps=steps[arm], step=make_step(config, arm), data=source,
-                     init=lambda rng, load: {m: _init(config, m, keys[m]) for m in trained},
+                     init=lambda rng, load: {m: load(f"teacher_sup_{fraction}")["teacher"] if warm(arm, m)
+                                             else _init(config, m, keys[m]) for m in trained},
                      optimizers={m: make_optimizer(config.optimizer, steps[arm]) for m in trained},
                      validation=validation(config, data, predicts[trained[0]], trained[0]),
                      fingerprint=stage_fingerprint(config, arm, fraction), **kw)
 
     stages = [stage(FULL, FULL, batches(config, data["train"]))]
     for f in config.data.label_fractions:
-        labeled, unlabeled = data[f]
-        sup, combined = batches(config, labeled), batches(config, labeled, unlabeled)
+        sup, combined = batches(config, data[f][0]), batches(config, *data[f])  # data[f]: (labeled, unlabeled)
         # supervised arms read only the labeled stream: the same labeled batches as the others
         stages += [stage(f"student_sup_{f}", "student_sup", sup, f), stage(f"teacher_sup_{f}", "teacher_sup", sup, f),
                    stage(f"kd_offline_{f}", "kd_offline", combined, f,
@@ -277,8 +277,7 @@ def evaluate(config, store, data: dict, mesh, out_dir: str) -> Report:
               f"{config.data.eval_split!r} ({len(data['test'])} images) only for this table. Final model: "
               f"{summary['final_chosen']}."]
     name = config.data.name + (f"/{config.data.builder_config}" if config.data.name == "gesture_crops" else "")
-    return Report(f"Semi-supervised distillation on {name}", ["labels", "stage", "model", "params", "val acc",
-                                                              "test acc"], rows, notes, summary)
+    return Report(f"Semi-supervised distillation on {name}", list(rows[0]), rows, notes, summary)
 
 
 # --- what the core and experiments/ read ---------------------------------------------------------
