@@ -22,6 +22,11 @@ At 2400 steps: student_full 0.925 / 0.940 (seeds 0, 1), student_sup_p10 0.832 / 
 semi_kd 0.520 / 0.468; at 2 % (1200 steps) every arm stayed near chance (0.20-0.23 for 8 classes), so 5 %
 replaced 2 %. 2000 steps per arm (19.5 min on the 2-core VM, shared); by step 2000 the 2400-step curves had
 come within 0.02 of their best (a 2000-step schedule anneals by then).
+Teacher start, chosen on the validation split (2026-12-03, seeds 0-2, the selected network): co-trained from
+scratch 0.861 / 0.860 / 0.805 at 10 % and 0.513 / 0.450 / 0.452 at 5 %; starting the teacher from
+teacher_sup's weights 0.909 / 0.862 / 0.834 and 0.530 / 0.547 / 0.528 (student_sup 0.878 / 0.815 / 0.797 and
+0.560 / 0.492 / 0.524). Test, 3 seeds (README): semi_kd 0.861 +- 0.037 vs student_sup 0.824 +- 0.032 at 10 %
+(higher on every seed, inside the spread), 0.512 vs 0.532 at 5 %.
 """
 
 import ml_collections
