@@ -73,7 +73,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 200
     c.train.keep_checkpoints = 2
     c.train.log_every_seconds = 10.0
-    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
+    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores - 1); same batches for any number
     # Teachers near their plateau (at 900 steps the big teacher, 0.29 mAP on validation, was below a student
     # trained 1500 steps, 0.32); students at 1000 steps (500 left them on the steep part of the curve).
     c.train.steps = ml_collections.ConfigDict(dict(

@@ -79,7 +79,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 20.0
-    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
+    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores - 1); same batches for any number
     # Optimizer steps per stage. The joint arm gets as many steps as the three curriculum stages together.
     # Smile and pose stay at the trivial level for the first ~300 steps that train them (150 per stage left
     # them there in every arm), hence 600 for stages 2 and 3. The seven single-task models cost 7x a step:

@@ -81,7 +81,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 200
     c.train.keep_checkpoints = 2
     c.train.log_every_seconds = 10.0
-    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
+    c.train.data_workers = 0  # batch-reading threads; 0 = min(8, CPU cores - 1); same batches for any number
     # round: each later round (ellipse_r<n>, self_r<n>, mutual_r<n>); boxes and full train as long as
     # round0 + rounds x round, the length every box-supervised arm has trained after the last round.
     c.train.steps = ml_collections.ConfigDict(dict(round0=250, round=125, boxes=500, full=500))

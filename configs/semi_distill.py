@@ -87,7 +87,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 10.0
-    c.train.data_workers = 0         # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
+    c.train.data_workers = 0         # batch-reading threads; 0 = min(8, CPU cores - 1); same batches for any number
     c.train.steps = ml_collections.ConfigDict(dict(
         student_full=2000, student_sup=2000, teacher_sup=2000, kd_offline=2000, semi_kd=2000, semi_kd_pl=2000))
 

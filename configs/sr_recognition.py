@@ -78,7 +78,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 1
     c.train.log_every_seconds = 20.0
-    c.train.data_workers = 0          # batch-reading threads; 0 = min(8, CPU cores); same batches for any number
+    c.train.data_workers = 0          # batch-reading threads; 0 = min(8, CPU cores - 1); same batches for any number
     c.train.steps = ml_collections.ConfigDict(dict(hr_only=600, hr_lr=600, joint=600, joint_e2e=600))
 
     c.eval = ml_collections.ConfigDict()

@@ -166,3 +166,9 @@ def test_the_data_workers_key_is_in_every_config_and_a_bad_value_is_one_line():
         message = f"config.train.data_workers={value!r} must be an integer >= 0 (0: automatic)"
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             loop.validate_train_config(config, ("a",))
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 3), (9, 8), (64, 8)])
+def test_automatic_data_workers_leave_one_core_to_the_step(monkeypatch, cores, workers):
+    monkeypatch.setattr(loop.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert loop.resolve_data_workers(0) == workers

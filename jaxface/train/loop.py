@@ -40,8 +40,8 @@ from jaxface.train.writers import MetricWriter, Progress
 class LoopOptions:
     """How the core runs stages (from the config's `train` section).
 
-    data_workers: threads that read the next batches while the step runs (`Prefetcher`); 0 =
-    automatic, min(8, the CPU cores this process may use). Only the speed depends on it: the batches
+    data_workers: threads that read the next batches while the step runs (`Prefetcher`); 0 = automatic
+    (`resolve_data_workers`: min(8, cores - 1), at least 1). Only the speed depends on it: the batches
     are the same, in the same order, for any number. Configs default to 0 (`from_config`); built
     directly, LoopOptions keeps one thread as before, so code that builds it (tests whose batch
     sources send signals) reads the same number of batches ahead on every machine.
@@ -99,16 +99,18 @@ def data_workers(config) -> int:
 
 
 def resolve_data_workers(requested: int) -> int:
-    """The prefetcher's thread count: `requested`, or for 0 min(8, the CPU cores this process may use).
-    Threads beyond the cores cannot run at once and each holds a batch; the cap of 8 bounds that
-    memory on large hosts (ask for more with `train.data_workers` where a source scales further)."""
+    """The prefetcher's thread count: `requested`, or for 0 min(8, cores - 1), at least 1, with `cores` the
+    CPU cores this process may use. One core stays with the thread that runs the steps and copies batches to
+    the devices (on the 2-core CPU, distill's data through 1 thread: 29.0k / 19.9k examples/s, through 2:
+    15.3k / 11.0k, alternating, BENCHMARKS.md); threads beyond the cores cannot run at once and each holds a
+    batch; the cap of 8 bounds that memory on large hosts (ask for more with `train.data_workers`)."""
     if requested:
         return requested
     try:
         cores = len(os.sched_getaffinity(0))  # respects taskset / SLURM CPU binding
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return min(8, cores)
+    return max(1, min(8, cores - 1))
 
 
 def num_seeds(config) -> int:
