@@ -99,11 +99,12 @@ def load_data(config) -> dict:
     `face_identities.identity_splits`) with their fixed degradations 'lr', 'lr_up'}."""
     devices.main_process_first(lambda: fi.prepare(config.data))
     splits = fi.identity_splits(config.data)
-    out = {"train": ArraySource(splits["train"])}
-    for i, name in enumerate(("val", "test")):  # 'test' may be 'val' itself (data.eval_split='validation')
-        out[name] = out["val"] if splits[name] is splits["val"] and name == "test" else ArraySource({**splits[name],
-            **deg.degrade_split(splits[name]["image"], deg.Degradation.from_config(config.degradation), config.seed,
-                                deg.EVAL_STEP + i)})
+    out, degradation = {"train": ArraySource(splits["train"])}, deg.Degradation.from_config(config.degradation)
+    for i, name in enumerate(("val", "test")):
+        out[name] = ArraySource({**splits[name], **deg.degrade_split(splits[name]["image"], degradation, config.seed,
+                                                                     deg.EVAL_STEP + i)})
+    if splits["test"] is splits["val"]:  # data.eval_split='validation': the table reads the held-out identities
+        out["test"] = out["val"]
     return out
 
 
