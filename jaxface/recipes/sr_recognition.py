@@ -101,10 +101,11 @@ def load_data(config) -> dict:
     splits = fi.identity_splits(config.data)
     out, degradation = {"train": ArraySource(splits["train"])}, deg.Degradation.from_config(config.degradation)
     for i, name in enumerate(("val", "test")):
-        out[name] = ArraySource({**splits[name], **deg.degrade_split(splits[name]["image"], degradation, config.seed,
-                                                                     deg.EVAL_STEP + i)})
-    if splits["test"] is splits["val"]:  # data.eval_split='validation': the table reads the held-out identities
-        out["test"] = out["val"]
+        if name == "test" and splits["test"] is splits["val"]:  # data.eval_split='validation': degraded once
+            out["test"] = out["val"]
+        else:
+            out[name] = ArraySource({**splits[name], **deg.degrade_split(splits[name]["image"], degradation,
+                                                                         config.seed, deg.EVAL_STEP + i)})
     return out
 
 
