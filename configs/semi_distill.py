@@ -77,6 +77,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 5e-4
     c.optimizer.grad_clip_norm = 0.0
     c.optimizer.momentum = 0.9  # sgd only
+    # the teacher's own values (both networks otherwise share the section above)
+    c.optimizer.per_model = ml_collections.ConfigDict({"teacher": dict(learning_rate=1e-2, weight_decay=5e-4)})
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32          # B_l labeled crops per step

@@ -79,6 +79,45 @@ def test_bad_optimizer_section_is_refused_with_one_line(key, value, message):
         optimizers.validate(config, {"a": 10, "b": 5})
 
 
+def test_a_network_trains_with_its_own_values_over_the_shared_section():
+    config = optimizers.default_config(learning_rate=0.1, schedule="constant",
+                                       per_model={"teacher": {"learning_rate": 0.02}})
+    np.testing.assert_allclose(rates(config, 3), 0.1)  # no network named: the shared section
+    tx = optimizers.make_optimizer(config, 3, "teacher")
+    params = {"w": jnp.ones(3)}
+    _, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.02)
+    assert optimizers.for_model(config, "student") is config  # no entry: everything shared
+    assert dict(optimizers.for_model(config, "teacher")) == {**{k: config[k] for k in optimizers.KEYS},
+                                                             "learning_rate": 0.02}
+
+
+@pytest.mark.parametrize("per_model, message", [
+    ({"techer": {"learning_rate": 0.1}}, "config.optimizer.per_model.techer: no such network with its own "
+                                         "optimizer; allowed: student, teacher"),
+    ({"teacher": {"lr": 0.1}}, "config.optimizer.per_model.teacher.lr: unknown; allowed: "
+                               + ", ".join(optimizers.KEYS)),
+    ({"teacher": {"learning_rate": -1.0}}, "config.optimizer.per_model.teacher.learning_rate=-1.0 must be a "
+                                           "finite number > 0"),
+    ({"teacher": {"warmup_steps": 10}}, "config.train.steps.a=10 must be more than "
+                                        "config.optimizer.per_model.teacher.warmup_steps=10 (warmup, then at least "
+                                        "one step of the schedule)"),
+    ({"teacher": 0.1}, "config.optimizer.per_model must map network names to {key: value} overrides, "
+                       "e.g. {'teacher': {'learning_rate': 0.003}}"),
+])
+def test_bad_per_network_values_are_refused_with_one_line_naming_the_network(per_model, message):
+    config = optimizers.default_config(per_model=per_model)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        optimizers.validate(config, {"a": 10}, models=("student", "teacher"))
+
+
+def test_a_recipe_without_per_network_optimizers_refuses_the_entry():
+    config = optimizers.default_config(per_model={"teacher": {"learning_rate": 0.1}})
+    with pytest.raises(ValueError, match="^config.optimizer.per_model.teacher: no such network with its own "
+                                         "optimizer; allowed: none in this recipe$"):
+        optimizers.validate(config, {"a": 10})
+
+
 def test_adam_refuses_weight_decay_it_would_ignore():
     with pytest.raises(ValueError, match="does not apply to 'adam'; use name='adamw'"):
         optimizers.validate(optimizers.default_config(name="adam", weight_decay=1e-4), {"a": 3})

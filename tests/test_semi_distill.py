@@ -232,7 +232,8 @@ def test_bad_config_values_raise_one_line_naming_the_key(key, value, message):
 # --- one smoke run of the whole recipe ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke_run(gestures_data_dir, tmp_path_factory):
-    config = smoke_config(data=dict(data_dir=gestures_data_dir))
+    teacher = dict(learning_rate=3e-3, weight_decay=1e-3)  # the teacher's own optimizer values, checked below
+    config = smoke_config(data=dict(data_dir=gestures_data_dir), optimizer=dict(per_model={"teacher": teacher}))
     workdir = tmp_path_factory.mktemp("semi_distill_smoke")
     return workdir, driver.train_and_evaluate(semi_distill, config, str(workdir)), config
 
@@ -271,6 +272,11 @@ def test_smoke_run_trains_every_arm_selects_and_writes_results(smoke_run):
     logged = writers.read_metrics(str(workdir))[f"semi_kd_pl_{f}"]
     assert {"student/pl", "teacher/pl", "student/kd", "teacher/kd", "student/pl_mask"} <= set(logged[1])
     assert "val/accuracy" in logged[config.train.steps.semi_kd_pl]
+    # each network its own optimizer: the rate the second update used is each one's peak (warmup 1 in smoke)
+    rates = {k: v for k, v in logged[2].items() if k.startswith("learning_rate")}
+    assert rates == pytest.approx({"learning_rate/student": config.optimizer.learning_rate,
+                                   "learning_rate/teacher": 3e-3})
+    assert writers.read_metrics(str(workdir))[f"teacher_sup_{f}"][2]["learning_rate"] == pytest.approx(3e-3)
 
 
 def test_the_final_model_predicts_image_files(smoke_run, gestures_data_dir):

@@ -55,7 +55,7 @@ LOSS_CURVE = ("student/ce", "teacher/ce")  # the labeled cross-entropy, comparab
 # --- configuration -------------------------------------------------------------------------------
 def validate_config(config) -> None:
     """One clear line per problem; called before anything is written."""
-    loop.validate_train_config(config, STEP_KEYS)
+    loop.validate_train_config(config, STEP_KEYS, MODELS)  # optimizer.per_model: MODELS
     check_dataset_name(config.data.name, ("gesture_crops", *idx_images.DEFAULT_DIRS))
     if config.data.name in idx_images.DEFAULT_DIRS:  # the four IDX files must be there
         idx_images.check_manual_dir(config.data.name, config.data.manual_dir)
@@ -218,7 +218,7 @@ def make_stages(config, data: dict) -> list[Stage]:
         return Stage(name=name, num_steps=steps[arm], step=make_step(config, arm), data=source,
                      init=lambda rng, load: {m: load(f"teacher_sup_{fraction}")["teacher"] if warm(arm, m)
                                              else _init(config, m, keys[m]) for m in trained},
-                     optimizers={m: make_optimizer(config.optimizer, steps[arm]) for m in trained},
+                     optimizers={m: make_optimizer(config.optimizer, steps[arm], m) for m in trained},
                      validation=validation(config, data, predicts[trained[0]], trained[0]),
                      fingerprint=stage_fingerprint(config, arm, fraction), **kw)
 

@@ -62,13 +62,14 @@ class LoopOptions:
                    data_workers=data_workers(config))
 
 
-def validate_train_config(config, stage_steps: Sequence[str]) -> None:
+def validate_train_config(config, stage_steps: Sequence[str], models: Sequence[str] = ()) -> None:
     """Checks the `train` and `optimizer` sections every recipe shares; raises ValueError with one line
     naming the key.
 
     train: positive batch_size, checkpoint_every_steps, keep_checkpoints, log_every_seconds and
     each of `train.steps.<stage_steps>` (exactly those keys), all finite; data_workers (optional) an
-    integer >= 0; optimizer: see `optimizers.validate` (including that every stage is longer than the warmup).
+    integer >= 0; optimizer: see `optimizers.validate` (including that every stage is longer than the warmup;
+    `models`: the networks `optimizer.per_model` may name).
     """
     train = config.train
 
@@ -85,7 +86,7 @@ def validate_train_config(config, stage_steps: Sequence[str]) -> None:
         number(f"steps.{key}", train.steps[key])
     if "optimizer" not in config:
         raise ValueError("config has no 'optimizer' section (see jaxface.train.optimizers.default_config)")
-    optimizers.validate(config.optimizer, {key: train.steps[key] for key in stage_steps})
+    optimizers.validate(config.optimizer, {key: train.steps[key] for key in stage_steps}, models)
     data_workers(config)
     num_seeds(config)
 

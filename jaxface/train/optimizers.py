@@ -8,6 +8,9 @@
   optimizer.weight_decay     adamw: decoupled weight decay; sgd: added to the gradient (L2); adam: must be 0
   optimizer.grad_clip_norm   clip the global gradient norm to this value first; 0 turns it off
   optimizer.momentum         sgd only
+  optimizer.per_model        optional {network: {key: value}}: one network's own values of any key above, e.g.
+                             {'teacher': {'learning_rate': 3e-3}}; the rest of the section applies to it too
+                             (`for_model`; recipes pass the network's name to `make_optimizer`)
 
 The learning rate is an injected hyperparameter (`optax.inject_hyperparams`), so it lives in the
 optimizer state: the core logs the rate each step used (`learning_rates`) and it is checkpointed with
@@ -17,7 +20,7 @@ the rest of the state. Each stage gets its own schedule over its own length (`ma
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import optax
@@ -26,45 +29,71 @@ NAMES = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 # The keys a config's `optimizer` section has; every one shapes training (all go into fingerprints).
 KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "weight_decay", "grad_clip_norm", "momentum")
+PER_MODEL = "per_model"  # the optional key of per-network overrides
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
     """The `optimizer` section with the project's defaults (AdamW, cosine, no clipping), updated by
     `overrides` (e.g. learning_rate=1e-2)."""
-    unknown = sorted(set(overrides) - set(KEYS))
+    unknown = sorted(set(overrides) - {*KEYS, PER_MODEL})
     if unknown:
-        raise ValueError(f"unknown optimizer option {unknown[0]!r}; allowed: {', '.join(KEYS)}")
+        raise ValueError(f"unknown optimizer option {unknown[0]!r}; allowed: {', '.join((*KEYS, PER_MODEL))}")
     return ml_collections.ConfigDict({**dict(name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
                                              weight_decay=1e-4, grad_clip_norm=0.0, momentum=0.9), **overrides})
 
 
-def validate(optimizer, stage_steps: Mapping[str, int]) -> None:
-    """Raises ValueError with one line naming the key (`config.optimizer.<key>`) when the section cannot
-    build an optimizer for a stage of `stage_steps` ({stage: number of steps})."""
+def for_model(optimizer, model: str | None) -> Mapping[str, Any]:
+    """The section network `model` trains with: `optimizer.per_model[model]`'s values over the shared ones
+    (the shared section itself when `model` is None or has no entry)."""
+    own = dict(optimizer.get(PER_MODEL, None) or {}).get(model) if model is not None else None
+    if not own:
+        return optimizer
+    return ml_collections.ConfigDict({**{k: optimizer[k] for k in KEYS if k in optimizer}, **dict(own)})
+
+
+def validate(optimizer, stage_steps: Mapping[str, int], models: Sequence[str] = (),
+             where: str = "config.optimizer") -> None:
+    """Raises ValueError with one line naming the key (`config.optimizer.<key>`, or
+    `config.optimizer.per_model.<network>.<key>`) when the section, or a network's section, cannot build an
+    optimizer for a stage of `stage_steps` ({stage: number of steps}); `models`: the networks a
+    `per_model` entry may name (those the recipe builds per-network optimizers for)."""
     missing = [k for k in KEYS if k not in optimizer]
     if missing:
-        raise ValueError(f"config.optimizer has no {missing[0]!r}; it needs {', '.join(KEYS)}")
+        raise ValueError(f"{where} has no {missing[0]!r}; it needs {', '.join(KEYS)}")
+    per_model = optimizer.get(PER_MODEL, None) or {}
+    is_mapping = lambda x: isinstance(x, (Mapping, ml_collections.ConfigDict))
+    if not is_mapping(per_model) or not all(is_mapping(v) for v in per_model.values()):
+        raise ValueError(f"{where}.{PER_MODEL} must map network names to {{key: value}} overrides, "
+                         f"e.g. {{'teacher': {{'learning_rate': 0.003}}}}")
+    for model, own in per_model.items():
+        if model not in models:
+            raise ValueError(f"{where}.{PER_MODEL}.{model}: no such network with its own optimizer; "
+                             f"allowed: {', '.join(models) or 'none in this recipe'}")
+        unknown = sorted(set(own) - set(KEYS))
+        if unknown:
+            raise ValueError(f"{where}.{PER_MODEL}.{model}.{unknown[0]}: unknown; allowed: {', '.join(KEYS)}")
+        validate(for_model(optimizer, model), stage_steps, where=f"{where}.{PER_MODEL}.{model}")
     if optimizer.name not in NAMES:
-        raise ValueError(f"config.optimizer.name={optimizer.name!r}; allowed: {', '.join(NAMES)}")
+        raise ValueError(f"{where}.name={optimizer.name!r}; allowed: {', '.join(NAMES)}")
     if optimizer.schedule not in SCHEDULES:
-        raise ValueError(f"config.optimizer.schedule={optimizer.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        raise ValueError(f"{where}.schedule={optimizer.schedule!r}; allowed: {', '.join(SCHEDULES)}")
 
     for key, strict in (("learning_rate", True), ("warmup_steps", False), ("weight_decay", False),
                         ("grad_clip_norm", False), ("momentum", False)):
         value = optimizer[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
                 value < 0 or (strict and value == 0):
-            raise ValueError(f"config.optimizer.{key}={value} must be a finite number {'>' if strict else '>='} 0")
+            raise ValueError(f"{where}.{key}={value} must be a finite number {'>' if strict else '>='} 0")
     if optimizer.name == "adam" and optimizer.weight_decay:
-        raise ValueError(f"config.optimizer.weight_decay={optimizer.weight_decay} does not apply to 'adam'; "
+        raise ValueError(f"{where}.weight_decay={optimizer.weight_decay} does not apply to 'adam'; "
                          f"use name='adamw' for Adam with weight decay, or set it to 0")
     if optimizer.momentum >= 1:
-        raise ValueError(f"config.optimizer.momentum={optimizer.momentum} must be < 1")
+        raise ValueError(f"{where}.momentum={optimizer.momentum} must be < 1")
     if int(optimizer.warmup_steps) != optimizer.warmup_steps:
-        raise ValueError(f"config.optimizer.warmup_steps={optimizer.warmup_steps} must be a whole number")
+        raise ValueError(f"{where}.warmup_steps={optimizer.warmup_steps} must be a whole number")
     for stage, steps in stage_steps.items():
         if steps <= optimizer.warmup_steps:
-            raise ValueError(f"config.train.steps.{stage}={steps} must be more than config.optimizer.warmup_steps="
+            raise ValueError(f"config.train.steps.{stage}={steps} must be more than {where}.warmup_steps="
                              f"{optimizer.warmup_steps} (warmup, then at least one step of the schedule)")
 
 
@@ -76,8 +105,10 @@ def learning_rate_schedule(optimizer, num_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
 
 
-def make_optimizer(optimizer, num_steps: int) -> optax.GradientTransformation:
-    """The optax transformation of a stage of `num_steps` steps (see the module docstring)."""
+def make_optimizer(optimizer, num_steps: int, model: str | None = None) -> optax.GradientTransformation:
+    """The optax transformation of a stage of `num_steps` steps (see the module docstring) for network
+    `model` (None: the shared section, ignoring `per_model`)."""
+    optimizer = for_model(optimizer, model)
     def build(learning_rate):
         if optimizer.name == "adamw":
             core = optax.adamw(learning_rate, weight_decay=optimizer.weight_decay)
