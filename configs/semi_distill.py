@@ -98,6 +98,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.loss.kd_weight = 1.0        # teacher -> student kd_logit_loss on labeled + unlabeled crops
     c.loss.kd_back_weight = 1.0   # student -> teacher (co-trained arms)
     c.loss.temperature = 2.0
+    c.loss.kd_view = "strong"     # a network's view of the unlabeled crops in KD: 'strong' (its target from the
+                                  # other's weak view, Noisy Student; chosen on validation) or 'weak' (the same view)
     c.loss.rampup_steps = 200     # co-trained arms: KD and PL weights ramp up from 0 (0 = no ramp-up), so a
                                   # network at random is not distilled into the other at the start (Mean Teacher)
     c.loss.pl_weight = 1.0        # FixMatch term (semi_kd_pl only)

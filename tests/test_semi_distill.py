@@ -118,10 +118,11 @@ def test_labels_of_the_unlabeled_part_never_reach_training():
 
 
 # --- the step ------------------------------------------------------------------------------------
-def test_the_pseudo_label_step_computes_the_documented_loss_and_updates_both_networks():
+@pytest.mark.parametrize("kd_view", ["weak", "strong"])
+def test_the_pseudo_label_step_computes_the_documented_loss_and_updates_both_networks(kd_view):
     # distinct weights, so a weight applied to the wrong term shows
     config = smoke_config(loss=dict(ce_weight=0.7, kd_weight=1.3, kd_back_weight=0.4, pl_weight=2.1, temperature=3.0,
-                                    rampup_steps=4))
+                                    rampup_steps=4, kd_view=kd_view))
     mesh = devices.make_mesh(jax.devices()[:1])
     source = crop_set(seed=3)
     rng = np.random.default_rng(0)
@@ -141,7 +142,8 @@ def test_the_pseudo_label_step_computes_the_documented_loss_and_updates_both_net
     for m, other in (("student", "teacher"), ("teacher", "student")):
         ce = -np.mean(np.asarray(log_softmax(z[m][:n_l]))[np.arange(n_l), batch["labeled/label"]])
         p = np.exp(log_softmax(z[other][:n_w], w.temperature))
-        kd = w.temperature ** 2 * np.mean(np.sum(p * (np.log(p) - log_softmax(z[m][:n_w], w.temperature)), -1))
+        own = np.concatenate([z[m][:n_l], z[m][n_w:]]) if kd_view == "strong" else z[m][:n_w]  # U: strong|weak
+        kd = w.temperature ** 2 * np.mean(np.sum(p * (np.log(p) - log_softmax(own, w.temperature)), -1))
         q = np.exp(log_softmax(z[m][n_l:n_w]))  # pl_from='own'; threshold 0 in smoke: every one counts
         pl = -np.mean(np.asarray(log_softmax(z[m][n_w:]))[np.arange(n_w - n_l), q.argmax(-1)])
         for key, value in (("ce", ce), ("kd", kd), ("pl", pl)):
@@ -215,6 +217,8 @@ def test_the_co_trained_teacher_starts_from_the_supervised_teacher_or_at_random(
     ("data.builder_config", "lr32", "config.data.builder_config='lr32'; allowed: lr64, lr128, smoke"),
     ("train.unlabeled_ratio", 0, "config.train.unlabeled_ratio=0 must be an integer >= 1"),
     ("train.teacher_start", "kd_offline", "config.train.teacher_start='kd_offline'; allowed: scratch, teacher_sup"),
+    ("loss.kd_view", "both", "config.loss.kd_view='both'; allowed: weak, strong"),
+    ("models.compute_dtype", "fp8", "config.models.compute_dtype='fp8'; allowed: "),
 ])
 def test_bad_config_values_raise_one_line_naming_the_key(key, value, message):
     config = semi_config.get_config("smoke").unlock()

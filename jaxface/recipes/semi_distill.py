@@ -6,6 +6,7 @@ of U too. Loss per network m in {student S, teacher T} (z_m: logits on the weak 
 and unlabeled U images, z_m^s on the strong views of U, y: labels of L, t: the step):
   CE_m = sum_{i in L} -log softmax(z_m,i)[y_i] / |L|
   KD_m = kd_logit_loss(z_m, stop_grad(z_other), T) on L and U             (T^2 KL(p_other^T || p_m^T), mean)
+         (loss.kd_view='strong': z_m on U from the strong views, z_other still from the weak ones: Noisy Student)
   PL_m = sum_{j in U} 1[max q_j >= tau] * -log softmax(z_m,j^s)[argmax q_j] / |U|,
          q_j = softmax(stop_grad(z_src,j)), src = m ('own') or the teacher ('teacher')   (FixMatch)
   L_S = ce_weight CE_S + r(t) (kd_weight KD_S + pl_weight PL_S);  L_T = ce_weight CE_T + r(t) (kd_back_weight KD_T
@@ -47,8 +48,7 @@ TRAINS = {"student_sup": ("student",), "teacher_sup": ("teacher",), "kd_offline"
           "semi_kd": MODELS, "semi_kd_pl": MODELS}
 ARMS, CO_ARMS = tuple(TRAINS), ("semi_kd", "semi_kd_pl")
 FULL = "student_full"  # the student on every training label: the fully supervised reference
-STEP_KEYS = (FULL, *ARMS)
-EXPORT = ("final", "model")
+STEP_KEYS, EXPORT = (FULL, *ARMS), ("final", "model")
 LOSS_CURVE = ("student/ce", "teacher/ce")  # the labeled cross-entropy, comparable across arms
 
 
@@ -59,12 +59,12 @@ def validate_config(config) -> None:
     check_dataset_name(config.data.name, ("gesture_crops", *idx_images.DEFAULT_DIRS))
     if config.data.name in idx_images.DEFAULT_DIRS:  # the four IDX files must be there
         idx_images.check_manual_dir(config.data.name, config.data.manual_dir)
-    checks.one_of(config.data.builder_config, gesture_crops.CONFIGS, "config.data.builder_config")
-    checks.one_of(config.models.compute_dtype, COMPUTE_DTYPES, "config.models.compute_dtype")
-    checks.one_of(config.loss.pl_from, ("own", "teacher"), "config.loss.pl_from")
-    checks.one_of(config.train.teacher_start, ("scratch", "teacher_sup"), "config.train.teacher_start")
+    for key, allowed in {"data.builder_config": gesture_crops.CONFIGS, "models.compute_dtype": COMPUTE_DTYPES,
+                         "loss.pl_from": ("own", "teacher"), "loss.kd_view": ("weak", "strong"),
+                         "train.teacher_start": ("scratch", "teacher_sup")}.items():
+        checks.one_of(functools.reduce(getattr, key.split("."), config), allowed, f"config.{key}")
     checks.non_negative(config.data.augment, "config.data.augment")
-    checks.non_negative({k: v for k, v in config.loss.items() if k != "pl_from"}, "config.loss")
+    checks.non_negative({k: v for k, v in config.loss.items() if not isinstance(v, str)}, "config.loss")
     ranges = {"len(data.label_fractions)": (len(config.data.label_fractions), 1, 100),  # {name: fraction}
               **{f"data.label_fractions.{k}": (v, 1e-6, 0.999) for k, v in config.data.label_fractions.items()}}
     ranges.update({"data.crop_size": (config.data.crop_size, 8, 512), "loss.temperature": (config.loss.temperature,
@@ -110,12 +110,11 @@ def load_data(config) -> dict:
         devices.main_process_first(lambda: synthetic_gestures.prepare(name, data_dir))
         crops = functools.partial(gesture_crops.load, name, data_dir=data_dir, size=size,
                                   context=config.data.crop_context)
-    out = {"train": crops(config.data.train_split), "validation": crops(config.data.validation_split),
-           "test": crops(config.data.eval_split)}
-    for f, fraction in config.data.label_fractions.items():
-        chosen = gesture_crops.labeled_indices(out["train"].arrays["label"], fraction, config.seed)
-        out[f] = gesture_crops.split_labeled(out["train"], chosen)
-    return out
+    train = crops(config.data.train_split)
+    labeled = {f: gesture_crops.labeled_indices(train.arrays["label"], fraction, config.seed)
+               for f, fraction in config.data.label_fractions.items()}
+    return {"train": train, "validation": crops(config.data.validation_split), "test": crops(config.data.eval_split),
+            **{f: gesture_crops.split_labeled(train, chosen) for f, chosen in labeled.items()}}
 
 
 def batches(config, labeled, unlabeled=None) -> CombinedBatches:
@@ -130,13 +129,14 @@ def make_step(config, arm: str):
     """One update of every network `arm` trains on the loss of the module docstring."""
     trained, w = TRAINS.get(arm, ("student",)), config.loss
     uses_unlabeled, pseudo = arm in ("kd_offline", *CO_ARMS), arm == "semi_kd_pl"
+    strong_kd = uses_unlabeled and w.kd_view == "strong"  # distilled on U's strong views, targets from weak ones
+    unlabeled_views = ("unlabeled/image", "unlabeled/image_strong")[:uses_unlabeled + (pseudo or strong_kd)]
     nets = {m: build(config, m, train=True) for m in trained}
     frozen_teacher = build(config, "teacher", train=False)
-    kd_weight = {"student": w.kd_weight, "teacher": w.kd_back_weight}
 
     def step(state, frozen, batch, rng):
         x_l, y = batch["labeled/image"], batch["labeled/label"]
-        views = [x_l] + [batch[k] for k in ("unlabeled/image", "unlabeled/image_strong")[:uses_unlabeled + pseudo]]
+        views = [x_l] + [batch[k] for k in unlabeled_views]
         x, n_l, n_w = jnp.concatenate(views), x_l.shape[0], sum(v.shape[0] for v in views[:2])  # n_w: weak views
         fixed = {"teacher": frozen_teacher.apply(frozen["teacher"], x[:n_w], train=False)} if frozen else {}
         ramp = jnp.exp(-5.0 * (1.0 - jnp.minimum(state.step / w.rampup_steps, 1.0)) ** 2) \
@@ -149,13 +149,14 @@ def make_step(config, arm: str):
                                              train=True, mutable=["batch_stats"])
                 logits[m], stats[m] = out, updates["batch_stats"]
             for m in trained:
-                z = logits[m]
+                z, kd_weight = logits[m], (w.kd_weight if m == "student" else w.kd_back_weight)
                 ce = global_ratio(jnp.sum(_nll(z[:n_l], y)), n_l, axis_name=devices.AXIS)
                 loss, metrics[f"{m}/ce"] = w.ce_weight * ce, ce
                 other = {**fixed, **logits}.get("teacher" if m == "student" else "student")
                 if uses_unlabeled and other is not None:
-                    kd = kd_logit_loss(z[:n_w], other[:n_w], w.temperature)  # mean over L and U, teacher grad stopped
-                    loss, metrics[f"{m}/kd"] = loss + ramp * kd_weight[m] * kd, kd
+                    own = jnp.concatenate([z[:n_l], z[n_w:]]) if strong_kd else z[:n_w]  # L weak, U weak|strong
+                    kd = kd_logit_loss(own, other[:n_w], w.temperature)  # mean over L and U, other's grad stopped
+                    loss, metrics[f"{m}/kd"] = loss + ramp * kd_weight * kd, kd
                 if pseudo:
                     source = z if w.pl_from == "own" else logits["teacher"]
                     q = jax.nn.softmax(jax.lax.stop_gradient(source[n_l:n_w]))
