@@ -46,7 +46,7 @@ class Bare:
 
 def _bare(config, stage, make_step) -> Bare:
     """make_step(optimizers) -> the step function; the stage's optimizers are built again from the config."""
-    optimizers = {m: make_optimizer(config.optimizer, stage.num_steps) for m in stage.optimizers}
+    optimizers = {m: make_optimizer(config.optimizer, stage.num_steps, m) for m in stage.optimizers}
     return Bare(jax.jit(make_step(optimizers), donate_argnums=(0, 1, 2, 3)), optimizers)
 
 
@@ -171,11 +171,13 @@ def semi_distill_arm(config, stage_name: str) -> str:
 
 def semi_distill_step(config, stage) -> Bare:
     """Mirrors `semi_distill.make_step` for any arm (semi_kd_<f>: student and teacher trained together): per
-    network CE on the labeled crops + r(t) (KD from the other network on all weak views + PL on the strong
-    views in semi_kd_pl), summed over the networks the arm trains; kd_offline reads the frozen teacher."""
+    network CE on the labeled crops + r(t) (KD from the other network's weak views, the network's own on the
+    unlabeled crops' strong views under loss.kd_view='strong' + PL on the strong views in semi_kd_pl), summed
+    over the networks the arm trains; kd_offline reads the frozen teacher."""
     arm, w = semi_distill_arm(config, stage.name), config.loss
     trained = semi_distill.TRAINS.get(arm, ("student",))
     uses_unlabeled, pseudo = arm in ("kd_offline", *semi_distill.CO_ARMS), arm == "semi_kd_pl"
+    strong_kd = uses_unlabeled and w.kd_view == "strong"
     nets = {m: semi_distill.build(config, m, train=False) for m in trained}
     frozen_teacher = semi_distill.build(config, "teacher", train=False)
     kd_weight = {"student": w.kd_weight, "teacher": w.kd_back_weight}
@@ -183,7 +185,8 @@ def semi_distill_step(config, stage) -> Bare:
     def make_step(optimizers):
         def step(params, stats, opt_state, count, frozen, batch):
             x_l, y = batch["labeled/image"], batch["labeled/label"]
-            views = [x_l] + [batch[k] for k in ("unlabeled/image", "unlabeled/image_strong")[:uses_unlabeled + pseudo]]
+            unlabeled = ("unlabeled/image", "unlabeled/image_strong")[:uses_unlabeled + (pseudo or strong_kd)]
+            views = [x_l] + [batch[k] for k in unlabeled]
             x, n_l, n_w = jnp.concatenate(views), x_l.shape[0], sum(v.shape[0] for v in views[:2])
             fixed = {"teacher": frozen_teacher.apply(frozen["teacher"], x[:n_w], train=False)} if frozen else {}
             ramp = jnp.exp(-5.0 * (1.0 - jnp.minimum(count / w.rampup_steps, 1.0)) ** 2) \
@@ -198,7 +201,8 @@ def semi_distill_step(config, stage) -> Bare:
                     loss = w.ce_weight * global_ratio(jnp.sum(_nll(z[:n_l], y)), n_l)
                     other = {**fixed, **logits}.get("teacher" if m == "student" else "student")
                     if uses_unlabeled and other is not None:
-                        loss += ramp * kd_weight[m] * kd_logit_loss(z[:n_w], other[:n_w], w.temperature)
+                        own = jnp.concatenate([z[:n_l], z[n_w:]]) if strong_kd else z[:n_w]
+                        loss += ramp * kd_weight[m] * kd_logit_loss(own, other[:n_w], w.temperature)
                     if pseudo:
                         source = z if w.pl_from == "own" else logits["teacher"]
                         q = jax.nn.softmax(jax.lax.stop_gradient(source[n_l:n_w]))
