@@ -88,6 +88,7 @@ def test_a_network_trains_with_its_own_values_over_the_shared_section():
     _, state = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.02)
     assert optimizers.for_model(config, "student") is config  # no entry: everything shared
+    optimizers.validate(optimizers.default_config(per_model={"teacher": {}}), {"a": 3}, models=("teacher",))
     assert dict(optimizers.for_model(config, "teacher")) == {**{k: config[k] for k in optimizers.KEYS},
                                                              "learning_rate": 0.02}
 

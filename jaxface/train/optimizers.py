@@ -72,7 +72,8 @@ def validate(optimizer, stage_steps: Mapping[str, int], models: Sequence[str] = 
         unknown = sorted(set(own) - set(KEYS))
         if unknown:
             raise ValueError(f"{where}.{PER_MODEL}.{model}.{unknown[0]}: unknown; allowed: {', '.join(KEYS)}")
-        validate(for_model(optimizer, model), stage_steps, where=f"{where}.{PER_MODEL}.{model}")
+        if own:  # an empty entry is the shared section, checked below
+            validate(for_model(optimizer, model), stage_steps, where=f"{where}.{PER_MODEL}.{model}")
     if optimizer.name not in NAMES:
         raise ValueError(f"{where}.name={optimizer.name!r}; allowed: {', '.join(NAMES)}")
     if optimizer.schedule not in SCHEDULES:
